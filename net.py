@@ -1,0 +1,141 @@
+"""MetaHeac network: fused embeddings, hybrid experts and critics, two task-aware gates.
+
+Zhu et al., KDD 2021, "Learning to Expand Audience via Meta Hybrid Experts and
+Critics". The network only: no data handling, no device code.
+
+Parameters can be passed in explicitly (``forward(inputs, params)``) so the
+meta-learning step can run the model with fast weights without mutating the
+layer. Every op used here has a double gradient in Paddle 3.3.1 (gather, not
+F.embedding; a hand-written softmax and BCE; matmul/bmm, not einsum), so the
+second-order MAML gradient is exact.
+"""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+EPS = 1e-7
+
+
+def softmax(z):
+    """Softmax over the last axis; F.softmax has no double grad in Paddle 3.3.1."""
+    e = paddle.exp(z - z.max(axis=-1, keepdim=True).detach())
+    return e / e.sum(axis=-1, keepdim=True)
+
+
+def bce_loss(prob, label):
+    """Mean binary cross-entropy of probabilities (double-differentiable)."""
+    p = paddle.clip(prob, EPS, 1.0 - EPS)
+    return -(label * paddle.log(p) + (1.0 - label) * paddle.log(1.0 - p)).mean()
+
+
+class MetaHeacNet(nn.Layer):
+    """Hybrid experts mixed by a task gate, critics mixed by a second gate.
+
+    Shapes: B batch, C id columns, E embed_dim, F user fields (static +
+    sequence), Fs static, Fq sequence, W total sequence width, Fa ad fields,
+    K experts, H expert output size, O critics.
+    """
+
+    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output):
+        super().__init__()
+        self.schema = schema
+        self.embed_dim = E = embed_dim
+        self.num_expert = K = num_expert
+        self.mlp_dims = list(mlp_dims)
+        self.split_sizes = [len(schema.static), schema.seq_width, len(schema.ad)]
+        F = schema.num_user_fields
+        H = self.mlp_dims[-1]
+        gate_in = (len(schema.ad) + 1) * E
+
+        self.embedding = self._embedding_table(schema, E)
+        # Experts, computed for all K at once. Layer 0 is one fused matmul
+        # [B, F*E] @ [F*E, K*h0]; later layers are batched over experts (bmm).
+        dims = [F * E] + self.mlp_dims
+        self.expert_w0 = self._weight([dims[0], K * dims[1]], dims[0], dims[1])
+        self.expert_b0 = self._bias([K * dims[1]])
+        for i in range(1, len(self.mlp_dims)):
+            setattr(self, f"expert_w{i}", self._weight([K, dims[i], dims[i + 1]], dims[i], dims[i + 1]))
+            setattr(self, f"expert_b{i}", self._bias([K, 1, dims[i + 1]]))
+        # Two gates on the task representation: one mixes experts, one critics.
+        for name, out in (("expert_gate", K), ("critic_gate", num_output)):
+            setattr(self, f"{name}_w0", self._weight([gate_in, H], gate_in, H))
+            setattr(self, f"{name}_b0", self._bias([H]))
+            setattr(self, f"{name}_w1", self._weight([H, out], H, out))
+            setattr(self, f"{name}_b1", self._bias([out]))
+        # O critics, each a logistic head on the mixed expert output.
+        self.critic_w = self._weight([H, num_output], H, 1)
+        self.critic_b = self._bias([num_output])
+
+        def buffer(name, array):
+            self.register_buffer(name, paddle.to_tensor(array), persistable=False)
+
+        buffer("col_offsets", schema.col_offsets)                       # [C]
+        buffer("seq_field_of_col", schema.seq_field_of_col)             # [W]
+        buffer("seq_pos", schema.seq_pos.astype(np.float32))            # [W]
+        pool = np.zeros((len(schema.sequence), schema.seq_width), np.float32)
+        pool[schema.seq_field_of_col, np.arange(schema.seq_width)] = 1.0
+        buffer("seq_pool", pool)                                        # [Fq, W]
+
+    # ------------------------------------------------------------ init --
+    def _weight(self, shape, fan_in, fan_out):
+        init = nn.initializer.XavierUniform(fan_in=fan_in, fan_out=fan_out)
+        return self.create_parameter(shape, default_initializer=init)
+
+    def _bias(self, shape):
+        return self.create_parameter(shape, is_bias=True, default_initializer=nn.initializer.Constant(0.0))
+
+    def _embedding_table(self, schema, E):
+        # One table for all fields; each field's block is initialised as its own
+        # Xavier-uniform table would be (a small field gets larger initial values).
+        table = self.create_parameter([schema.num_rows, E])
+        blocks = [paddle.uniform([f.vocab_size, E], min=-math.sqrt(6.0 / (f.vocab_size + E)),
+                                 max=math.sqrt(6.0 / (f.vocab_size + E))) for f in schema.fields]
+        table.set_value(paddle.concat(blocks, axis=0))
+        return table
+
+    # --------------------------------------------------------- forward --
+    def table_rows(self, static_ids, seq_ids, ad_ids):
+        """Per-field ids -> rows of the fused table: [B, C]."""
+        ids = paddle.concat([static_ids, seq_ids, ad_ids], axis=1).astype("int64")
+        return ids + self.col_offsets
+
+    def forward(self, inputs, params=None):
+        """inputs: [static_ids [B, Fs], seq_ids [B, W], seq_lengths [B, Fq], ad_ids [B, Fa]]
+        (PaddleRec's order). Returns the click probability [B]."""
+        static_ids, seq_ids, seq_lengths, ad_ids = inputs
+        return self.forward_rows(self.table_rows(static_ids, seq_ids, ad_ids), seq_lengths, params)
+
+    def forward_rows(self, rows, seq_lengths, params=None):
+        """rows [B, C] index params['embedding'] (the whole table, or a slice of
+        the rows a task touches with rows remapped into it)."""
+        p = params if params is not None else dict(self.named_parameters())
+        B = rows.shape[0]
+        emb = paddle.gather(p["embedding"], rows.reshape([-1])).reshape([B, -1, self.embed_dim])  # [B, C, E]
+        static, seq, ad = paddle.split(emb, self.split_sizes, axis=1)  # [B,Fs,E] [B,W,E] [B,Fa,E]
+
+        # Masked mean of each sequence field over its first `length` ids.
+        length = paddle.gather(seq_lengths.astype("float32"), self.seq_field_of_col, axis=1)  # [B, W]
+        weight = (self.seq_pos < length).astype("float32") / paddle.clip(length, min=1.0)   # [B, W]
+        pooled = paddle.matmul(self.seq_pool, seq * weight.unsqueeze(-1))                 # [B, Fq, E]
+
+        user = paddle.concat([static, pooled], axis=1)                                    # [B, F, E]
+        task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1).reshape([B, -1])  # [B, (Fa+1)E]
+
+        K = self.num_expert
+        h = paddle.nn.functional.relu(paddle.matmul(user.reshape([B, -1]), p["expert_w0"]) + p["expert_b0"])
+        h = h.reshape([B, K, -1]).transpose([1, 0, 2])                                    # [K, B, h0]
+        for i in range(1, len(self.mlp_dims)):
+            h = paddle.nn.functional.relu(paddle.bmm(h, p[f"expert_w{i}"]) + p[f"expert_b{i}"])  # [K, B, hi]
+
+        expert_gate = self._gate(task, p, "expert_gate")                                  # [B, K]
+        mixed = (h * expert_gate.transpose([1, 0]).unsqueeze(-1)).sum(axis=0)             # [B, H]
+        critics = paddle.nn.functional.sigmoid(paddle.matmul(mixed, p["critic_w"]) + p["critic_b"])  # [B, O]
+        critic_gate = self._gate(task, p, "critic_gate")                                  # [B, O]
+        return (critics * critic_gate).sum(axis=1)                                        # [B]
+
+    @staticmethod
+    def _gate(task, p, name):
+        hidden = paddle.nn.functional.relu(paddle.matmul(task, p[f"{name}_w0"]) + p[f"{name}_b0"])
+        return softmax(paddle.matmul(hidden, p[f"{name}_w1"]) + p[f"{name}_b1"])

@@ -1,0 +1,83 @@
+"""Meta-training reader: meta-batches of `task_count` campaigns, each with a
+support and a query batch of `batch_size` rows, sampled from the task store.
+
+Sampling is O(batch) per task whatever the dataset size: campaigns are
+contiguous row ranges of the store. Support and query are drawn independently
+from the campaign (as in the authors' code and PaddleRec); a campaign with
+fewer rows than the batch size is sampled with replacement instead of failing.
+Campaigns are drawn with probability set by hyper_parameters.task_sampling:
+``normal`` proportional to rows, ``sqrt`` to sqrt(rows), ``unit`` uniform.
+"""
+import logging
+import math
+
+import numpy as np
+from paddle.io import IterableDataset
+
+from tools.utils.meta import remap_rows
+from tools.utils.schema import schema_from_config
+from tools.utils.task_store import DataError, open_store
+
+logger = logging.getLogger(__name__)
+
+
+class RecDataset(IterableDataset):
+    def __init__(self, file_list, config):
+        super().__init__()
+        files = sorted(f for f in file_list if f.endswith(".pkl"))
+        if not files:
+            raise DataError(f"no .pkl training file in {sorted(file_list)}; "
+                            f"runner.train_data_dir should hold train_stage1.pkl")
+        self.schema = schema_from_config(config)
+        self.col_offsets = self.schema.col_offsets
+        self.batch_size = config["hyper_parameters.batch_size"]
+        self.task_count = config["hyper_parameters.task_count"]
+        self.seed = config["runner.seed"]
+        self.epoch = 0
+        self.stores = [open_store(f, self.schema, config.get("runner.cache_dir")) for f in files]
+        # every campaign of every file: (store, first row, end row)
+        self.tasks = [(s, int(a), int(b)) for s in self.stores
+                      for a, b in zip(s.task_offsets[:-1], s.task_offsets[1:])]
+        sizes = np.array([b - a for _, a, b in self.tasks], dtype=np.float64)
+        self.num_rows = int(sizes.sum())
+        weights = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}
+        w = weights[config["hyper_parameters.task_sampling"]]
+        self.task_probs = w / w.sum()
+        small = int((sizes < self.batch_size).sum())
+        if small:
+            logger.info("%d of %d campaigns have fewer rows than batch_size=%d: they are sampled "
+                        "with replacement", small, len(self.tasks), self.batch_size)
+        logger.info("train data: %d rows, %d campaigns, %d meta-batches per epoch",
+                    self.num_rows, len(self.tasks), self.num_batches())
+
+    def num_batches(self):
+        """Meta-batches per epoch: ceil(rows / batch_size), as PaddleRec and the authors."""
+        return math.ceil(self.num_rows / self.batch_size)
+
+    def samples_per_batch(self):
+        return 2 * self.task_count * self.batch_size
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        for _ in range(self.num_batches()):
+            picks = rng.choice(len(self.tasks), size=self.task_count, replace=True, p=self.task_probs)
+            yield [self._task(self.tasks[t], rng) for t in picks]
+
+    def _sample(self, store, start, end, rng):
+        n = end - start
+        rows = start + rng.choice(n, size=self.batch_size, replace=n < self.batch_size)
+        ids, lengths, labels = store.take(rows)
+        return ids.astype(np.int64) + self.col_offsets, lengths, labels
+
+    def _task(self, task, rng):
+        store, start, end = task
+        sup_rows, sup_len, sup_y = self._sample(store, start, end, rng)
+        qry_rows, qry_len, qry_y = self._sample(store, start, end, rng)
+        uniq, (sup_local, qry_local) = remap_rows(sup_rows, qry_rows)
+        return {"aid": int(store.aids[start]), "uniq": uniq,
+                "sup_rows": sup_local, "sup_lengths": sup_len, "sup_labels": sup_y,
+                "qry_rows": qry_local, "qry_lengths": qry_len, "qry_labels": qry_y}

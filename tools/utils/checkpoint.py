@@ -1,0 +1,63 @@
+"""Checkpoints: <root>/<epoch>/rec.pdparams (+ rec.pdopt, config.yaml).
+
+Each checkpoint directory is written under a temporary name and renamed into
+place, so a directory named like an epoch is always complete.
+"""
+import os
+import shutil
+
+import paddle
+
+from tools.utils.config import resolved_yaml
+
+PARAMS = "rec.pdparams"
+OPT = "rec.pdopt"
+
+
+def save_checkpoint(root, epoch, model, optimizer, config):
+    final = os.path.join(root, str(epoch))
+    tmp = f"{final}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    paddle.save(model.state_dict(), os.path.join(tmp, PARAMS))
+    if optimizer is not None:
+        paddle.save(optimizer.state_dict(), os.path.join(tmp, OPT))
+    with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
+        f.write(resolved_yaml(config))
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final
+
+
+def params_file(path):
+    """Accept a checkpoint directory or the rec.pdparams file itself."""
+    return os.path.join(path, PARAMS) if os.path.isdir(path) else path
+
+
+def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
+    """Load parameters (and optimizer state if present) into `model`.
+
+    Shapes must match the model built from the current config; a mismatch
+    names the parameter, since it usually means embed_dim, mlp_dims or the
+    vocabulary differ from the run that wrote the checkpoint.
+    """
+    file = params_file(path)
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{key}: no checkpoint at {file}; train first "
+                                f"(python tools/trainer.py -m <config>) or fix the path")
+    state = paddle.load(file)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ValueError(f"{file}: parameters {missing} missing; was it written by this model?")
+    for name, value in own.items():
+        if list(state[name].shape) != list(value.shape):
+            raise ValueError(f"{file}: parameter {name!r} has shape {list(state[name].shape)}, the model "
+                             f"built from this config expects {list(value.shape)}; check embed_dim, "
+                             f"mlp_dims, num_expert, num_output and the vocabulary sizes")
+    model.set_state_dict(state)
+    opt_file = os.path.join(os.path.dirname(file), OPT)
+    if optimizer is not None and os.path.isfile(opt_file):
+        optimizer.set_state_dict(paddle.load(opt_file))
+    return file

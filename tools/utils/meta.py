@@ -1,0 +1,117 @@
+"""Adapting the network to a task: the MAML meta-training step and the
+per-campaign fine-tuning used at inference.
+
+Both work on a parameter *dict* passed to ``net.forward_rows`` instead of the
+layer's own parameters, so nothing is mutated and the meta-learned
+initialisation stays intact.
+
+Touched-row adaptation: a task only reads the embedding rows its ids point at.
+Gathering those rows into a small [U, E] tensor and remapping the ids into it
+gives exactly the same result as adapting the whole table (the gradient of
+every other row is zero, so SGD and Adam leave them unchanged), at a fraction
+of the cost. The reader computes the unique rows and the remap in numpy.
+"""
+import numpy as np
+import paddle
+
+from net import bce_loss
+
+
+def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
+    """`steps` SGD steps on one batch; returns the fast parameter dict.
+
+    Second order keeps the graph of each step (`create_graph`) so the outer
+    gradient differentiates through the update; first order treats the inner
+    gradient as a constant (FOMAML, PaddleRec's choice).
+    """
+    names = list(params)
+    for _ in range(steps):
+        loss = bce_loss(net.forward_rows(rows, lengths, params), labels)
+        grads = paddle.grad(loss, [params[n] for n in names], create_graph=second_order)
+        params = {n: params[n] - lr * (g if second_order else g.detach()) for n, g in zip(names, grads)}
+    return params
+
+
+def meta_train_loss(net, tasks, local_lr, order=1, inner_steps=1, adapt_rows=True):
+    """Mean query loss over `tasks` after adapting on each task's support set.
+
+    Each task is a dict of tensors: uniq [U] (table rows the task touches),
+    sup_rows / qry_rows [B, C] (ids remapped into uniq), sup_lengths /
+    qry_lengths [B, Fq], sup_labels / qry_labels [B].
+    """
+    base = dict(net.named_parameters())
+    losses = []
+    for task in tasks:
+        params = dict(base)
+        sup_rows, qry_rows = task["sup_rows"], task["qry_rows"]
+        if adapt_rows:
+            params["embedding"] = paddle.gather(base["embedding"], task["uniq"])  # [U, E]
+        else:  # whole table: map local ids back to table rows
+            sup_rows = paddle.gather(task["uniq"], sup_rows.reshape([-1])).reshape(sup_rows.shape)
+            qry_rows = paddle.gather(task["uniq"], qry_rows.reshape([-1])).reshape(qry_rows.shape)
+        fast = inner_adapt(net, params, sup_rows, task["sup_lengths"], task["sup_labels"],
+                           local_lr, inner_steps, second_order=(order == 2))
+        losses.append(bce_loss(net.forward_rows(qry_rows, task["qry_lengths"], fast), task["qry_labels"]))
+    return paddle.stack(losses).mean()
+
+
+def remap_rows(*row_blocks):
+    """np.unique over all blocks -> (uniq [U], blocks remapped into uniq)."""
+    flat = np.concatenate([b.reshape(-1) for b in row_blocks])
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    out, start = [], 0
+    for b in row_blocks:
+        out.append(inverse[start:start + b.size].reshape(b.shape))
+        start += b.size
+    return uniq, out
+
+
+def campaign_params(net, uniq):
+    """Fresh trainable copies of the network's parameters for one campaign,
+    with the embedding table cut to the rows in `uniq`."""
+    params = {}
+    for name, p in net.named_parameters():
+        value = paddle.gather(p, uniq) if name == "embedding" else p
+        t = value.detach().clone()
+        t.stop_gradient = False
+        params[name] = t
+    return params
+
+
+def finetune_and_score(net, stage1, stage2, config, rng):
+    """Fine-tune a copy of `net` on a campaign's seed set and score its candidates.
+
+    stage1/stage2: dicts of numpy arrays rows [n, C] (table rows), lengths
+    [n, Fq], labels [n]. Adam with runner.infer_train_epoch epochs over the
+    shuffled seed set, as PaddleRec does; the network itself is not modified.
+    Returns (scores [n2] float32 numpy, number of optimizer steps).
+    """
+    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
+    epochs = config["runner.infer_train_epoch"]
+    uniq, (rows1, rows2) = remap_rows(stage1["rows"], stage2["rows"])
+    params = campaign_params(net, paddle.to_tensor(uniq))
+    optimizer = paddle.optimizer.Adam(
+        learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
+        parameters=list(params.values()))
+    rows1_t = paddle.to_tensor(rows1)
+    len1_t = paddle.to_tensor(stage1["lengths"])
+    lab1_t = paddle.to_tensor(stage1["labels"])
+    n1, steps = rows1.shape[0], 0
+    for _ in range(epochs):
+        order = paddle.to_tensor(rng.permutation(n1))
+        for start in range(0, n1, batch):
+            idx = order[start:start + batch]
+            prob = net.forward_rows(paddle.gather(rows1_t, idx), paddle.gather(len1_t, idx), params)
+            loss = bce_loss(prob, paddle.gather(lab1_t, idx))
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            steps += 1
+    scores = []
+    with paddle.no_grad():
+        len2 = stage2["lengths"]
+        for start in range(0, rows2.shape[0], batch):
+            prob = net.forward_rows(paddle.to_tensor(rows2[start:start + batch]),
+                                    paddle.to_tensor(len2[start:start + batch]), params)
+            scores.append(prob.numpy())
+    return np.concatenate(scores).astype(np.float32), steps

@@ -1,0 +1,163 @@
+"""Feature schema: which columns are features, their group, width and vocabulary.
+
+Everything the network needs to know about the data (table size, per-field row
+offsets in the fused embedding table, how sequence columns pool) is derived
+here from the config, never typed by hand elsewhere.
+
+Groups:
+  static   - one id per row (user profile)
+  sequence - a padded id list of fixed `width` plus a `length_col`; the field's
+             embedding is the mean over the first `length` ids
+  ad       - one id per row, describing the campaign
+
+Two config forms:
+  hyper_parameters.max_idxs  PaddleRec's [[static], [sequence], [ad]] lists of the
+                             largest id per standard Tencent column (vocabulary
+                             size = max_idx + 1, as in PaddleRec's net).
+  hyper_parameters.features  a list of {name, group, vocab_size[, width, length_col]}.
+"""
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from tools.utils.config import ConfigError
+
+GROUPS = ("static", "sequence", "ad")
+
+TENCENT_STATIC = ["carrier", "consumptionAbility", "LBS", "age", "education", "gender", "house"]
+TENCENT_SEQUENCE = ["interest1", "interest2", "interest3", "kw1", "kw2", "topic1", "topic2"]
+TENCENT_WIDTHS = [10, 10, 10, 5, 5, 5, 5]
+TENCENT_AD = ["advertiserId", "campaignId", "creativeSize", "adCategoryId", "productId", "productType"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    group: str
+    vocab_size: int
+    width: int = 1
+    length_col: str = None
+    offset: int = 0  # first row of this field in the fused embedding table
+
+
+class FeatureSchema:
+    """Fields in model order: static, then sequence, then ad.
+
+    The id matrix the readers produce has one column per static field, `width`
+    columns per sequence field and one per ad field, in that order:
+    ids [B, C] with C = Fs + W + Fa, W = sum of sequence widths.
+    """
+
+    def __init__(self, fields, label_col="label", task_col="aid"):
+        by_group = {g: [f for f in fields if f.group == g] for g in GROUPS}
+        if not by_group["static"] and not by_group["sequence"]:
+            raise ConfigError("feature schema: at least one static or sequence (user) field is needed")
+        ordered, offset = [], 0
+        for g in GROUPS:
+            for f in by_group[g]:
+                ordered.append(Field(f.name, f.group, f.vocab_size, f.width, f.length_col, offset))
+                offset += f.vocab_size
+        names = [f.name for f in ordered]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ConfigError(f"feature schema: duplicate field names {sorted(dupes)}")
+        self.fields = ordered
+        self.static = [f for f in ordered if f.group == "static"]
+        self.sequence = [f for f in ordered if f.group == "sequence"]
+        self.ad = [f for f in ordered if f.group == "ad"]
+        self.label_col = label_col
+        self.task_col = task_col
+        self.num_rows = offset  # rows of the fused embedding table
+
+        id_fields = self.static + [f for f in self.sequence for _ in range(f.width)] + self.ad
+        # [C] fused-table offset and vocabulary of every id column
+        self.col_offsets = np.array([f.offset for f in id_fields], dtype=np.int64)
+        self.col_vocab = np.array([f.vocab_size for f in id_fields], dtype=np.int64)
+        # [W] for each sequence id column: which sequence field, which position
+        self.seq_field_of_col = np.array(
+            [i for i, f in enumerate(self.sequence) for _ in range(f.width)], dtype=np.int64)
+        self.seq_pos = np.array([p for f in self.sequence for p in range(f.width)], dtype=np.int64)
+
+    @property
+    def num_user_fields(self):
+        return len(self.static) + len(self.sequence)
+
+    @property
+    def seq_width(self):
+        return int(sum(f.width for f in self.sequence))
+
+    @property
+    def num_id_cols(self):
+        return len(self.col_offsets)
+
+    def signature(self):
+        """Stable hash of everything that shapes the converted arrays."""
+        desc = [(f.name, f.group, f.vocab_size, f.width, f.length_col) for f in self.fields]
+        text = json.dumps([desc, self.label_col, self.task_col])
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def __repr__(self):
+        return (f"FeatureSchema({len(self.static)} static, {len(self.sequence)} sequence "
+                f"(width {self.seq_width}), {len(self.ad)} ad; {self.num_rows} table rows)")
+
+
+def _from_max_idxs(max_idxs):
+    expected = (TENCENT_STATIC, TENCENT_SEQUENCE, TENCENT_AD)
+    shape_ok = (isinstance(max_idxs, list) and len(max_idxs) == 3
+                and all(isinstance(g, list) and len(g) == len(names) for g, names in zip(max_idxs, expected)))
+    if not shape_ok:
+        raise ConfigError(
+            "hyper_parameters.max_idxs must be [[7 static], [7 sequence], [6 ad]] largest ids for the "
+            f"standard Tencent columns {expected}; got {max_idxs!r}. For other columns use "
+            "hyper_parameters.features.")
+    fields = []
+    for group, names, maxes in zip(GROUPS, expected, max_idxs):
+        for i, (name, m) in enumerate(zip(names, maxes)):
+            if not isinstance(m, int) or isinstance(m, bool) or m < 0:
+                raise ConfigError(f"hyper_parameters.max_idxs: {name} must be a non-negative int, got {m!r}")
+            if group == "sequence":
+                fields.append(Field(name, group, m + 1, TENCENT_WIDTHS[i], name + "_length"))
+            else:
+                fields.append(Field(name, group, m + 1))
+    return fields
+
+
+def _from_features(features):
+    fields = []
+    for i, spec in enumerate(features):
+        where = f"hyper_parameters.features[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a mapping {{name, group, vocab_size[, width, length_col]}}")
+        unknown = set(spec) - {"name", "group", "vocab_size", "width", "length_col"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        name, group, vocab = spec.get("name"), spec.get("group"), spec.get("vocab_size")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.name must be a column name")
+        if group not in GROUPS:
+            raise ConfigError(f"{where} ({name}): group must be one of {GROUPS}, got {group!r}")
+        if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+            raise ConfigError(f"{where} ({name}): vocab_size must be a positive int, got {vocab!r}")
+        if group == "sequence":
+            width = spec.get("width")
+            if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+                raise ConfigError(f"{where} ({name}): sequence fields need a positive int width, got {width!r}")
+            fields.append(Field(name, group, vocab, width, spec.get("length_col") or name + "_length"))
+        else:
+            if "width" in spec or "length_col" in spec:
+                raise ConfigError(f"{where} ({name}): width/length_col apply to sequence fields only")
+            fields.append(Field(name, group, vocab))
+    return fields
+
+
+def schema_from_config(config):
+    max_idxs = config.get("hyper_parameters.max_idxs")
+    features = config.get("hyper_parameters.features")
+    if (max_idxs is None) == (features is None):
+        raise ConfigError("set exactly one of hyper_parameters.max_idxs (PaddleRec form) and "
+                          "hyper_parameters.features (explicit schema)")
+    fields = _from_max_idxs(max_idxs) if features is None else _from_features(features)
+    return FeatureSchema(fields, config.get("hyper_parameters.label_col", "label"),
+                         config.get("hyper_parameters.task_col", "aid"))

@@ -1,0 +1,290 @@
+"""Columnar task store: a processed split converted once into dense arrays.
+
+The source format is a pickled pandas DataFrame (one row per (campaign, user)
+example, list columns holding padded id arrays). Reading it is slow and
+validating it row by row even slower, so the first read validates and converts
+it into plain ``.npy`` arrays sorted by campaign, with per-campaign
+``[start, end)`` offsets. Later runs memory-map those arrays: sampling a task
+is an O(batch) slice, independent of the dataset size.
+
+The cache lives next to the data (``.metaheac_cache/``) or, if that directory
+is read-only, in ``runner.cache_dir`` / ``~/.cache/metaheac``. It is keyed by
+the source's size and mtime and the schema signature, so a changed source or
+schema is detected and converted again. The arrays load with
+``allow_pickle=False``.
+"""
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import time
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "task_aids", "task_offsets")
+
+
+class DataError(ValueError):
+    """The input data is unusable; the message names the file, column and fix."""
+
+
+class TaskStore:
+    """Arrays of one split, rows grouped by campaign.
+
+    ids      [N, C] int32   raw per-field ids in schema column order
+    lengths  [N, Fq] int32  sequence lengths
+    labels   [N] float32
+    aids     [N] int64      campaign of each row (sorted)
+    source_rows [N] int64   row position in the source DataFrame
+    task_aids [T] int64, task_offsets [T+1] int64: campaign t is rows
+    task_offsets[t]:task_offsets[t+1]
+    """
+
+    def __init__(self, arrays, source):
+        for name in _ARRAYS:
+            setattr(self, name, arrays[name])
+        self.source = source
+        self._index = {int(a): t for t, a in enumerate(self.task_aids)}
+
+    def __len__(self):
+        return int(self.labels.shape[0])
+
+    @property
+    def num_tasks(self):
+        return int(self.task_aids.shape[0])
+
+    @property
+    def task_sizes(self):
+        return np.diff(self.task_offsets)
+
+    def task_range(self, aid):
+        t = self._index[int(aid)]
+        return int(self.task_offsets[t]), int(self.task_offsets[t + 1])
+
+    def has_task(self, aid):
+        return int(aid) in self._index
+
+    def take(self, rows):
+        """ids [n, C], lengths [n, Fq], labels [n] for row indices (or a slice)."""
+        return (np.asarray(self.ids[rows]), np.asarray(self.lengths[rows]),
+                np.asarray(self.labels[rows]))
+
+
+# ---------------------------------------------------------------- reading --
+
+def read_dataframe(path):
+    """Unpickle a processed split. Pickles run code on load: trusted files only."""
+    import pandas as pd
+
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: file is empty; regenerate or re-download it")
+    try:
+        with open(path, "rb") as f:
+            df = pd.read_pickle(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, ImportError, AttributeError) as exc:
+        raise DataError(f"{path}: cannot be read as a pickled pandas DataFrame "
+                        f"({type(exc).__name__}: {exc}); the file may be truncated or of another "
+                        f"format: regenerate or re-download it") from None
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{path}: holds a {type(df).__name__}, expected a pandas DataFrame "
+                        f"with one row per (campaign, user) example")
+    return df
+
+
+def _fail(path, col, problem, fix, row=None):
+    at = f" (first at row {row})" if row is not None else ""
+    raise DataError(f"{path}: column {col!r}: {problem}{at}. Fix: {fix}")
+
+
+def _int_column(df, col, path):
+    values = df[col].to_numpy()
+    if values.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if bad.size:
+            _fail(path, col, f"{bad.size} NaN or non-integer value(s)", "fill or drop those rows", df.index[bad[0]])
+        return values.astype(np.int64)
+    if values.dtype.kind not in "iub":
+        _fail(path, col, f"dtype {values.dtype} is not an integer id type", "store integer ids")
+    return values.astype(np.int64)
+
+
+def _check_range(values, vocab, path, col, index):
+    """values [N] or [N, W]: every id must be in [0, vocab)."""
+    bad = (values < 0) | (values >= vocab)
+    if bad.any():
+        rows = np.flatnonzero(bad if values.ndim == 1 else bad.any(axis=1))
+        example = values[bad][0]
+        _fail(path, col, f"{int(bad.sum())} id(s) outside [0, {vocab - 1}] (e.g. {example})",
+              f"raise this field's vocabulary (vocab_size, or max_idxs = largest id) to at least "
+              f"{int(values.max()) + 1}, or re-encode the ids", index[rows[0]])
+
+
+def _sequence_column(df, field, path):
+    cells = df[field.name].to_numpy()
+    try:
+        arr = np.stack([np.asarray(c) for c in cells])
+    except ValueError:
+        widths = sorted({len(c) if hasattr(c, "__len__") else -1 for c in cells[:10000]})
+        _fail(path, field.name, f"list cells of different widths {widths[:5]}",
+              f"pad every list to width {field.width}")
+    if arr.ndim != 2 or arr.shape[1] != field.width:
+        _fail(path, field.name, f"list cells have shape {arr.shape[1:]}, expected ({field.width},)",
+              f"pad/truncate lists to width {field.width} or set this field's width in the config")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            _fail(path, field.name, "NaN in id lists", "fill or drop those rows")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        _fail(path, field.name, f"list cells hold {arr.dtype}, expected integer ids", "store integer ids")
+    return arr.astype(np.int64)
+
+
+def convert_frame(df, schema, path):
+    """Validate a DataFrame against the schema and return the store arrays."""
+    needed = [schema.label_col, schema.task_col] + [f.name for f in schema.fields] + \
+             [f.length_col for f in schema.sequence]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}. Fix: add them, or adjust the feature "
+                        f"schema (hyper_parameters.features / max_idxs) to the columns present")
+    n = len(df)
+    if n == 0:
+        raise DataError(f"{path}: no rows. Fix: point the config at a non-empty split")
+    index = df.index
+
+    labels = _int_column(df, schema.label_col, path)
+    bad = np.flatnonzero((labels != 0) & (labels != 1))
+    if bad.size:
+        _fail(path, schema.label_col, f"labels must be 0/1, found {labels[bad[0]]}",
+              "map labels to 0 (negative) and 1 (positive); raw Tencent data uses -1 for negatives", index[bad[0]])
+    aids = _int_column(df, schema.task_col, path)
+
+    ids = np.empty((n, schema.num_id_cols), dtype=np.int32)
+    lengths = np.empty((n, len(schema.sequence)), dtype=np.int32)
+    col = 0
+    for f in schema.static:
+        v = _int_column(df, f.name, path)
+        _check_range(v, f.vocab_size, path, f.name, index)
+        ids[:, col] = v
+        col += 1
+    for i, f in enumerate(schema.sequence):
+        length = _int_column(df, f.length_col, path)
+        bad = np.flatnonzero((length < 0) | (length > f.width))
+        if bad.size:
+            _fail(path, f.length_col, f"length {length[bad[0]]} outside [0, {f.width}]",
+                  f"lengths count the real ids in {f.name!r} and cannot exceed its width {f.width}", index[bad[0]])
+        arr = _sequence_column(df, f, path)
+        # Padding is masked out by the model; its value is irrelevant, so zero it
+        # rather than reject common conventions such as -1 or vocab_size.
+        valid = np.arange(f.width)[None, :] < length[:, None]
+        arr = np.where(valid, arr, 0)
+        _check_range(arr, f.vocab_size, path, f.name, index)
+        ids[:, col:col + f.width] = arr
+        lengths[:, i] = length
+        col += f.width
+    for f in schema.ad:
+        v = _int_column(df, f.name, path)
+        _check_range(v, f.vocab_size, path, f.name, index)
+        ids[:, col] = v
+        col += 1
+
+    order = np.argsort(aids, kind="stable")
+    aids = aids[order]
+    task_aids, starts = np.unique(aids, return_index=True)
+    return {
+        "ids": ids[order], "lengths": lengths[order],
+        "labels": labels[order].astype(np.float32), "aids": aids,
+        "source_rows": order.astype(np.int64), "task_aids": task_aids.astype(np.int64),
+        "task_offsets": np.append(starts, n).astype(np.int64),
+    }
+
+
+# ------------------------------------------------------------------ cache --
+
+def _writable_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
+
+
+def cache_location(source, schema, cache_dir=None):
+    """Directory holding the converted arrays of `source` under `schema`."""
+    source = os.path.abspath(source)
+    tag = hashlib.sha1(f"{source}|{schema.signature()}|v{FORMAT_VERSION}".encode()).hexdigest()[:12]
+    name = f"{os.path.basename(source)}.{tag}"
+    roots = [cache_dir] if cache_dir else []
+    roots += [os.path.join(os.path.dirname(source), ".metaheac_cache"),
+              os.path.join(os.path.expanduser("~"), ".cache", "metaheac")]
+    for root in roots:
+        if _writable_dir(root):
+            return os.path.join(root, name)
+    raise DataError(f"{source}: no writable directory for the columnar cache; set runner.cache_dir")
+
+
+def _source_key(source, schema):
+    st = os.stat(source)
+    return {"format": FORMAT_VERSION, "source": os.path.abspath(source), "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "schema": schema.signature()}
+
+
+def _load_cached(location, key):
+    meta_path = os.path.join(location, "meta.json")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key:
+        return None
+    try:
+        return {n: np.load(os.path.join(location, n + ".npy"), mmap_mode="r", allow_pickle=False)
+                for n in _ARRAYS}
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache(location, key, arrays):
+    tmp = f"{location}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in _ARRAYS:
+        np.save(os.path.join(tmp, name + ".npy"), arrays[name], allow_pickle=False)
+    with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+        json.dump({"key": key, "rows": int(arrays["labels"].shape[0])}, f)
+    # Replace as a whole: readers see the old complete cache or the new one.
+    if os.path.exists(location):
+        shutil.rmtree(location, ignore_errors=True)
+    os.rename(tmp, location)
+
+
+def open_store(source, schema, cache_dir=None):
+    """TaskStore for the pickled split `source`, converting it on first use."""
+    source = os.path.abspath(source)
+    if not os.path.isfile(source):
+        raise DataError(f"{source}: file not found")
+    key = _source_key(source, schema)
+    location = cache_location(source, schema, cache_dir)
+    arrays = _load_cached(location, key)
+    if arrays is not None:
+        logger.info("loaded %s from cache %s (%d rows)", os.path.basename(source), location,
+                    arrays["labels"].shape[0])
+        return TaskStore(arrays, source)
+    t0 = time.time()
+    arrays = convert_frame(read_dataframe(source), schema, source)
+    try:
+        _write_cache(location, key, arrays)
+        where = f"cached in {location}"
+    except OSError as exc:  # a read-only cache is a slowdown, not a failure
+        where = f"not cached ({exc})"
+    logger.info("converted %s: %d rows, %d campaigns in %.1fs, %s", os.path.basename(source),
+                len(arrays["labels"]), len(arrays["task_aids"]), time.time() - t0, where)
+    return TaskStore(arrays, source)
