@@ -73,8 +73,8 @@ class MetaHeacNet(nn.Layer):
 
         buffer("col_offsets", schema.col_offsets)                       # [C]
         buffer("seq_field_of_col", schema.seq_field_of_col)             # [W]
-        buffer("seq_pos", schema.seq_pos.astype(np.float32))            # [W]
-        pool = np.zeros((len(schema.sequence), schema.seq_width), np.float32)
+        buffer("seq_pos", schema.seq_pos)                               # [W]
+        pool = np.zeros((len(schema.sequence), schema.seq_width), paddle.get_default_dtype())
         pool[schema.seq_field_of_col, np.arange(schema.seq_width)] = 1.0
         buffer("seq_pool", pool)                                        # [Fq, W]
 
@@ -116,8 +116,9 @@ class MetaHeacNet(nn.Layer):
         static, seq, ad = paddle.split(emb, self.split_sizes, axis=1)  # [B,Fs,E] [B,W,E] [B,Fa,E]
 
         # Masked mean of each sequence field over its first `length` ids.
-        length = paddle.gather(seq_lengths.astype("float32"), self.seq_field_of_col, axis=1)  # [B, W]
-        weight = (self.seq_pos < length).astype("float32") / paddle.clip(length, min=1.0)   # [B, W]
+        length = paddle.gather(seq_lengths.astype("int64"), self.seq_field_of_col, axis=1)  # [B, W]
+        weight = ((self.seq_pos < length).astype(emb.dtype)
+                  / paddle.clip(length, min=1).astype(emb.dtype))                          # [B, W]
         pooled = paddle.matmul(self.seq_pool, seq * weight.unsqueeze(-1))                 # [B, Fq, E]
 
         user = paddle.concat([static, pooled], axis=1)                                    # [B, F, E]

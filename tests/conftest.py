@@ -1,0 +1,55 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tools.utils.config import load_config  # noqa: E402
+
+# A small explicit schema: 2 static, 2 sequence (widths 3 and 2), 2 ad fields.
+TINY_FEATURES = [
+    {"name": "age", "group": "static", "vocab_size": 5},
+    {"name": "gender", "group": "static", "vocab_size": 3},
+    {"name": "interest1", "group": "sequence", "vocab_size": 11, "width": 3},
+    {"name": "kw1", "group": "sequence", "vocab_size": 13, "width": 2},
+    {"name": "adCategoryId", "group": "ad", "vocab_size": 4},
+    {"name": "productType", "group": "ad", "vocab_size": 3},
+]
+
+
+def write_config(path, runner=None, hyper=None):
+    tree = {"runner": {"seed": 7, **(runner or {})},
+            "hyper_parameters": {"features": TINY_FEATURES, "embed_dim": 4, "mlp_dims": [6, 5],
+                                 "num_expert": 3, "num_output": 2, "task_count": 2, "batch_size": 8,
+                                 "local_lr": 0.5, **(hyper or {})}}
+    with open(path, "w") as f:
+        yaml.safe_dump(tree, f)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Factory: tiny_config(hyper={...}, runner={...}, overrides=[...]) -> config dict."""
+    def make(runner=None, hyper=None, overrides=()):
+        return load_config(write_config(tmp_path / "config.yaml", runner, hyper), overrides)
+    return make
+
+
+def random_task(schema, rng, batch=8):
+    """One meta-learning task as reader_train produces it (numpy)."""
+    from tools.utils.meta import remap_rows
+
+    def rows_and_lengths():
+        ids = rng.integers(0, schema.col_vocab, size=(batch, schema.num_id_cols))
+        lengths = np.stack([rng.integers(0, f.width + 1, size=batch) for f in schema.sequence], 1)
+        return ids + schema.col_offsets, lengths.astype(np.int32)
+
+    (sup, sup_len), (qry, qry_len) = rows_and_lengths(), rows_and_lengths()
+    uniq, (sup_l, qry_l) = remap_rows(sup, qry)
+    labels = lambda: rng.integers(0, 2, size=batch).astype(np.float32)  # noqa: E731
+    return {"uniq": uniq, "sup_rows": sup_l, "sup_lengths": sup_len, "sup_labels": labels(),
+            "qry_rows": qry_l, "qry_lengths": qry_len, "qry_labels": labels()}

@@ -1,0 +1,196 @@
+"""The meta-learning step: fast weights, exact second order, touched rows."""
+import numpy as np
+import paddle
+import pytest
+
+from conftest import random_task
+from dygraph_model import DygraphModel
+from tools.utils import meta
+from tools.utils.schema import schema_from_config
+
+
+@pytest.fixture
+def float64():
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+def build(config, seed=0):
+    paddle.seed(seed)
+    return DygraphModel().create_model(config)
+
+
+def to_tensors(task, dtype="float32"):
+    out = {k: paddle.to_tensor(v) for k, v in task.items()}
+    for k in ("sup_labels", "qry_labels"):
+        out[k] = out[k].astype(dtype)
+    return out
+
+
+def tasks_for(config, n=2, seed=1, dtype="float32"):
+    schema = schema_from_config(config)
+    rng = np.random.default_rng(seed)
+    return [to_tensors(random_task(schema, rng), dtype) for _ in range(n)]
+
+
+def meta_grads(net, tasks, **kw):
+    net.clear_gradients()
+    loss = meta.meta_train_loss(net, tasks, **kw)
+    loss.backward()
+    grads = {n: p.grad.numpy().copy() for n, p in net.named_parameters()}
+    net.clear_gradients()
+    return float(loss), grads
+
+
+def test_explicit_params_equal_own_params(tiny_config):
+    config = tiny_config()
+    net = build(config)
+    task = tasks_for(config, 1)[0]
+    rows = paddle.gather(task["uniq"], task["sup_rows"].reshape([-1])).reshape(task["sup_rows"].shape)
+    own = net.forward_rows(rows, task["sup_lengths"]).numpy()
+    explicit = net.forward_rows(rows, task["sup_lengths"], dict(net.named_parameters())).numpy()
+    assert np.array_equal(own, explicit)
+    assert own.shape == (8,) and np.all((own > 0) & (own < 1))
+
+
+def test_forward_with_per_field_ids_matches_table_rows(tiny_config):
+    config = tiny_config()
+    net = build(config)
+    schema = net.schema
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, schema.col_vocab, size=(5, schema.num_id_cols))
+    lengths = np.stack([rng.integers(0, f.width + 1, size=5) for f in schema.sequence], 1)
+    fs, w = len(schema.static), schema.seq_width
+    inputs = [paddle.to_tensor(ids[:, :fs]), paddle.to_tensor(ids[:, fs:fs + w]),
+              paddle.to_tensor(lengths), paddle.to_tensor(ids[:, fs + w:])]
+    a = net(inputs).numpy()
+    b = net.forward_rows(paddle.to_tensor(ids + schema.col_offsets), paddle.to_tensor(lengths)).numpy()
+    np.testing.assert_allclose(a, b, rtol=0, atol=0)
+
+
+def test_sequence_padding_is_ignored(tiny_config):
+    """Ids past a sequence's length must not change the output."""
+    config = tiny_config()
+    net = build(config)
+    schema = net.schema
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, schema.col_vocab, size=(4, schema.num_id_cols))
+    lengths = np.array([[1, 0]] * 4)
+    other = ids.copy()
+    fs = len(schema.static)
+    other[:, fs + 1:fs + 5] = rng.integers(0, 10, size=(4, 4))  # padding of both sequence fields
+    run = lambda x: net.forward_rows(paddle.to_tensor(x + schema.col_offsets), paddle.to_tensor(lengths)).numpy()  # noqa: E731
+    np.testing.assert_array_equal(run(ids), run(other))
+
+
+def test_second_order_matches_finite_differences(tiny_config, float64):
+    config = tiny_config(hyper={"local_lr": 0.5, "inner_steps": 2})
+    net = build(config, seed=5)
+    rng = np.random.default_rng(0)
+    # Zero-initialised biases put ReLUs of dead inputs exactly on their kink,
+    # where finite differences are meaningless; move them off it.
+    for name, p in net.named_parameters():
+        if "_b" in name:
+            p.set_value(rng.normal(0, 0.1, size=p.shape))
+    tasks = tasks_for(config, 2, seed=6, dtype="float64")
+    kw = dict(local_lr=0.5, inner_steps=2, adapt_rows=True)
+    _, g2 = meta_grads(net, tasks, order=2, **kw)
+    _, g1 = meta_grads(net, tasks, order=1, **kw)
+    h = 1e-5
+    max_rel_2nd, max_rel_1st = 0.0, 0.0
+    # The inner loop needs gradients, so the loss is evaluated with autograd on.
+    for name, p in net.named_parameters():
+        base = p.numpy().copy()
+        for _ in range(3):
+            idx = tuple(rng.integers(0, s) for s in base.shape)
+            if name == "embedding":  # a row the tasks actually use
+                idx = (int(tasks[0]["uniq"].numpy()[rng.integers(0, 5)]), idx[1])
+            vals = []
+            for sign in (1, -1):
+                bumped = base.copy()
+                bumped[idx] += sign * h
+                p.set_value(bumped)
+                vals.append(float(meta.meta_train_loss(net, tasks, order=2, **kw)))
+            p.set_value(base)
+            fd = (vals[0] - vals[1]) / (2 * h)
+            scale = max(abs(fd), 1e-6)
+            max_rel_2nd = max(max_rel_2nd, abs(g2[name][idx] - fd) / scale)
+            max_rel_1st = max(max_rel_1st, abs(g1[name][idx] - fd) / scale)
+    assert max_rel_2nd < 1e-5, max_rel_2nd
+    assert max_rel_1st > 1e-3  # the check can tell first from second order
+
+
+def test_first_order_matches_hand_computation(tiny_config):
+    config = tiny_config()
+    net = build(config, seed=2)
+    task = tasks_for(config, 1, seed=3)[0]
+    lr = 0.5
+    _, got = meta_grads(net, [task], local_lr=lr, order=1, inner_steps=1, adapt_rows=False)
+
+    # By hand, on the whole table: theta' = theta - lr * grad L_sup(theta);
+    # the first-order meta-gradient is grad L_qry evaluated at theta'.
+    def rows(key):
+        return paddle.gather(task["uniq"], task[key].reshape([-1])).reshape(task[key].shape)
+
+    from net import bce_loss
+    params = dict(net.named_parameters())
+    sup = bce_loss(net.forward_rows(rows("sup_rows"), task["sup_lengths"], params), task["sup_labels"])
+    names = list(params)
+    grads = paddle.grad(sup, [params[n] for n in names])
+    fast = {}
+    for n, g in zip(names, grads):
+        t = paddle.to_tensor(params[n].numpy() - lr * g.numpy())
+        t.stop_gradient = False
+        fast[n] = t
+    qry = bce_loss(net.forward_rows(rows("qry_rows"), task["qry_lengths"], fast), task["qry_labels"])
+    want = paddle.grad(qry, [fast[n] for n in names])
+    for n, w in zip(names, want):
+        np.testing.assert_allclose(got[n], w.numpy(), rtol=1e-5, atol=1e-7, err_msg=n)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_touched_rows_equal_whole_table(tiny_config, order):
+    config = tiny_config()
+    net = build(config, seed=8)
+    tasks = tasks_for(config, 2, seed=9)
+    kw = dict(local_lr=0.5, order=order, inner_steps=2)
+    loss_rows, g_rows = meta_grads(net, tasks, adapt_rows=True, **kw)
+    loss_table, g_table = meta_grads(net, tasks, adapt_rows=False, **kw)
+    assert loss_rows == pytest.approx(loss_table, rel=1e-6)
+    for n in g_rows:
+        np.testing.assert_allclose(g_rows[n], g_table[n], rtol=1e-4, atol=1e-7, err_msg=n)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_every_parameter_gets_a_gradient(tiny_config, order):
+    config = tiny_config()
+    net = build(config, seed=10)
+    tasks = tasks_for(config, 2, seed=11)
+    _, grads = meta_grads(net, tasks, local_lr=0.5, order=order, inner_steps=1, adapt_rows=True)
+    assert set(grads) == {n for n, _ in net.named_parameters()}
+    for n, g in grads.items():
+        assert np.abs(g).sum() > 0, n
+
+
+def test_inner_step_lowers_support_loss(tiny_config):
+    from net import bce_loss
+    config = tiny_config()
+    net = build(config, seed=12)
+    task = tasks_for(config, 1, seed=13)[0]
+    params = dict(net.named_parameters())
+    params["embedding"] = paddle.gather(params["embedding"], task["uniq"])
+    before = float(bce_loss(net.forward_rows(task["sup_rows"], task["sup_lengths"], params), task["sup_labels"]))
+    fast = meta.inner_adapt(net, params, task["sup_rows"], task["sup_lengths"], task["sup_labels"],
+                            lr=0.1, steps=1, second_order=False)
+    after = float(bce_loss(net.forward_rows(task["sup_rows"], task["sup_lengths"], fast), task["sup_labels"]))
+    assert after < before
+
+
+def test_meta_step_leaves_layer_parameters_untouched(tiny_config):
+    config = tiny_config()
+    net = build(config, seed=14)
+    before = {n: p.numpy().copy() for n, p in net.named_parameters()}
+    meta.meta_train_loss(net, tasks_for(config, 2, seed=15), local_lr=0.5, order=2, inner_steps=2)
+    for n, p in net.named_parameters():
+        np.testing.assert_array_equal(before[n], p.numpy())
