@@ -53,3 +53,24 @@ def random_task(schema, rng, batch=8):
     labels = lambda: rng.integers(0, 2, size=batch).astype(np.float32)  # noqa: E731
     return {"uniq": uniq, "sup_rows": sup_l, "sup_lengths": sup_len, "sup_labels": labels(),
             "qry_rows": qry_l, "qry_lengths": qry_len, "qry_labels": labels()}
+
+
+def make_frame(schema, rng, sizes, positive_rate=0.3, aid_start=1):
+    """A processed-layout DataFrame for `schema`: campaign aid_start+i has sizes[i] rows."""
+    import pandas as pd
+
+    n = int(sum(sizes))
+    cols = {"label": (rng.random(n) < positive_rate).astype(np.int64),
+            "aid": np.repeat(np.arange(aid_start, aid_start + len(sizes)), sizes).astype(np.int64)}
+    for f in schema.static:
+        cols[f.name] = rng.integers(0, f.vocab_size, n)
+    for f in schema.sequence:
+        lengths = rng.integers(0, f.width + 1, n)
+        ids = rng.integers(0, f.vocab_size, (n, f.width))
+        ids[np.arange(f.width)[None, :] >= lengths[:, None]] = 0
+        cols[f.name] = list(ids)
+        cols[f.length_col] = lengths
+    for f in schema.ad:
+        per_campaign = rng.integers(0, f.vocab_size, len(sizes))
+        cols[f.name] = np.repeat(per_campaign, sizes)
+    return pd.DataFrame(cols)

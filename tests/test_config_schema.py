@@ -1,0 +1,111 @@
+"""Config loading/overrides/validation and the feature schema."""
+import numpy as np
+import pytest
+
+from conftest import write_config
+from tools.utils.config import ConfigError, load_config
+from tools.utils.schema import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, schema_from_config
+
+BIG_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 263312, 49780, 10002, 9984], [78, 137, 14, 39, 32, 3]]
+
+
+def test_overrides_are_typed(tmp_path):
+    path = write_config(tmp_path / "c.yaml")
+    config = load_config(path, ["runner.epochs=3", "hyper_parameters.local_lr=1", "runner.use_gpu=false",
+                                "hyper_parameters.mlp_dims=[8, 4]", "runner.model_save_path=out"],
+                         cwd=str(tmp_path / "elsewhere"))
+    assert config["runner.epochs"] == 3
+    assert config["hyper_parameters.local_lr"] == 1.0 and isinstance(config["hyper_parameters.local_lr"], float)
+    assert config["runner.use_gpu"] is False
+    assert config["hyper_parameters.mlp_dims"] == [8, 4]
+    # -o paths are relative to where the command was typed
+    assert config["runner.model_save_path"] == str(tmp_path / "elsewhere" / "out")
+
+
+def test_yaml_paths_are_relative_to_the_config(tmp_path):
+    config = load_config(write_config(tmp_path / "c.yaml", runner={"train_data_dir": "data/train"}))
+    assert config["runner.train_data_dir"] == str(tmp_path / "data" / "train")
+
+
+def test_defaults_filled(tmp_path):
+    config = load_config(write_config(tmp_path / "c.yaml"))
+    assert config["hyper_parameters.meta_order"] == 1
+    assert config["hyper_parameters.task_sampling"] == "normal"
+    assert config["runner.infer_train_epoch"] == 2
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("runner.epoch=3", "unknown config key 'runner.epoch'"),
+    ("hyper_parameters.batchsize=3", "unknown config key 'hyper_parameters.batchsize'"),
+    ("runner.epochs=three", "runner.epochs must be int"),
+    ("runner.epochs=1.5", "runner.epochs must be int"),
+    ("runner.use_gpu=2", "runner.use_gpu must be bool"),
+    ("hyper_parameters.num_expert=0", "hyper_parameters.num_expert must be > 0"),
+    ("hyper_parameters.optimizer.global_learning_rate=-0.1", "global_learning_rate must be > 0"),
+    ("hyper_parameters.meta_order=3", "hyper_parameters.meta_order must be one of 1, 2"),
+    ("hyper_parameters.task_sampling=zipf", "task_sampling must be one of normal, sqrt, unit"),
+    ("hyper_parameters.mlp_dims=[4, 0]", "mlp_dims must be a non-empty list of positive ints"),
+    ("runner.epochs", "expected key=value"),
+])
+def test_bad_overrides_name_the_key(tmp_path, override, needle):
+    path = write_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(path, [override])
+    assert needle in str(err.value)
+
+
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path):
+    path = write_config(tmp_path / "c.yaml", hyper={"embedding_dim": 8})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "hyper_parameters.embedding_dim" in str(err.value) and "c.yaml" in str(err.value)
+
+
+def test_max_idxs_form_gives_the_tencent_schema(tmp_path):
+    config = load_config(write_config(tmp_path / "c.yaml"), ["hyper_parameters.features=null",
+                                                             f"hyper_parameters.max_idxs={BIG_MAX_IDXS}"])
+    schema = schema_from_config(config)
+    assert [f.name for f in schema.static] == TENCENT_STATIC
+    assert [f.name for f in schema.sequence] == TENCENT_SEQUENCE
+    assert [f.name for f in schema.ad] == TENCENT_AD
+    assert [f.width for f in schema.sequence] == [10, 10, 10, 5, 5, 5, 5]
+    assert [f.length_col for f in schema.sequence][0] == "interest1_length"
+    # vocabulary = max_idx + 1 (PaddleRec's convention), one fused table
+    vocab = [m + 1 for group in BIG_MAX_IDXS for m in group]
+    assert [f.vocab_size for f in schema.fields] == vocab
+    assert schema.num_rows == sum(vocab)
+    assert schema.num_id_cols == 7 + 50 + 6
+
+
+def test_offsets_derived_from_the_schema(tiny_config):
+    schema = schema_from_config(tiny_config())
+    # model order: static, sequence, ad; each field's block follows the previous one
+    assert [f.name for f in schema.fields] == ["age", "gender", "interest1", "kw1", "adCategoryId", "productType"]
+    assert [f.offset for f in schema.fields] == [0, 5, 8, 19, 32, 36]
+    assert schema.num_rows == 39
+    np.testing.assert_array_equal(schema.col_offsets, [0, 5, 8, 8, 8, 19, 19, 32, 36])
+    np.testing.assert_array_equal(schema.col_vocab, [5, 3, 11, 11, 11, 13, 13, 4, 3])
+    np.testing.assert_array_equal(schema.seq_field_of_col, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(schema.seq_pos, [0, 1, 2, 0, 1])
+
+
+@pytest.mark.parametrize("features, needle", [
+    ([{"name": "a", "group": "user", "vocab_size": 3}], "group must be one of"),
+    ([{"name": "a", "group": "static", "vocab_size": 0}], "vocab_size must be a positive int"),
+    ([{"name": "a", "group": "sequence", "vocab_size": 3}], "need a positive int width"),
+    ([{"name": "a", "group": "static", "vocab_size": 3, "width": 2}], "sequence fields only"),
+    ([{"name": "a", "group": "static", "vocab_size": 3}, {"name": "a", "group": "ad", "vocab_size": 3}],
+     "duplicate field names"),
+    ([{"name": "a", "group": "ad", "vocab_size": 3}], "at least one static or sequence"),
+])
+def test_bad_features_are_named(tiny_config, features, needle):
+    with pytest.raises(ConfigError) as err:
+        schema_from_config(tiny_config(hyper={"features": features}))
+    assert needle in str(err.value)
+
+
+def test_exactly_one_schema_form(tiny_config):
+    with pytest.raises(ConfigError, match="exactly one"):
+        schema_from_config(tiny_config(hyper={"max_idxs": BIG_MAX_IDXS}))
+    with pytest.raises(ConfigError, match="max_idxs must be"):
+        schema_from_config(tiny_config(hyper={"features": None, "max_idxs": [[1, 2], [3], [4]]}))

@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+
+from tools.utils import metrics
+
+
+def test_auc_exact_and_undefined_for_one_class():
+    assert metrics.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert metrics.auc([1, 1, 1], [0.2, 0.3, 0.4]) is None
+    assert metrics.auc([], []) is None
+
+
+def test_precision_recall_at_top_fraction():
+    labels = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1] * 4)  # 40 candidates, 12 positives
+    scores = -np.arange(40, dtype=float)                      # ranked in order
+    p, r = metrics.precision_recall_at(labels, scores, 0.05)  # top ceil(2) = 2: [1, 0]
+    assert (p, r) == (0.5, 1 / 12)
+    p, r = metrics.precision_recall_at(np.zeros(10), np.arange(10.0), 0.05)
+    assert p == 0.0 and r is None
+
+
+def test_summary_pools_candidates_and_averages_campaigns():
+    campaigns = [{"auc": 0.8, "precision@5%": 1.0, "recall@5%": 0.5},
+                 {"auc": None, "precision@5%": 0.0, "recall@5%": None}]
+    s = metrics.summarize(campaigns, np.array([0, 1, 1, 1]), np.array([0.1, 0.9, 0.5, 0.7]))
+    assert s["gauc"] == 0.8 and s["campaigns"] == 2 and s["campaigns_with_auc"] == 1
+    assert s["auc"] == 1.0 and s["precision@5%"] == 0.5 and s["recall@5%"] == 0.5
