@@ -8,7 +8,6 @@ fine-tune with Adam on the seed set (test_stage1.pkl), score the candidates
 (test_stage2.pkl). Prints a line per campaign and a summary; writes the same
 to runner.metrics_path as JSON.
 """
-import argparse
 import json
 import os
 import sys
@@ -17,8 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tools.utils import runtime  # noqa: E402
-from tools.utils.config import ConfigError, add_cli_args, load_config, require  # noqa: E402
-from tools.utils.task_store import DataError  # noqa: E402
+from tools.utils.config import require  # noqa: E402
 
 log = runtime.logger
 
@@ -104,16 +102,7 @@ def evaluate(config):
 
 
 def main(argv=None):
-    parser = add_cli_args(argparse.ArgumentParser(description="MetaHeac per-campaign fine-tune + evaluation"))
-    args = parser.parse_args(argv)
-    runtime.setup_logging()
-    try:
-        config = load_config(args.config_yaml, args.opt)
-        runtime.configure_threads(config)
-        return evaluate(config)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    return runtime.run_cli("MetaHeac per-campaign fine-tune + evaluation", evaluate, argv)
 
 
 if __name__ == "__main__":

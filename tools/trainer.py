@@ -6,7 +6,6 @@ Loads dygraph_model.py and the reader named by runner.train_reader_path from
 the config's directory, runs runner.epochs epochs of ceil(rows / batch_size)
 meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams.
 """
-import argparse
 import math
 import os
 import sys
@@ -15,15 +14,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.utils import runtime  # noqa: E402
-from tools.utils.config import ConfigError, add_cli_args, load_config, require  # noqa: E402
-from tools.utils.task_store import DataError  # noqa: E402
+from tools.utils.config import require  # noqa: E402
 
 log = runtime.logger
 
 
 def train(config):
-    import paddle  # after configure_threads
-
+    # paddle is imported here, after run_cli has set the thread variables
     from tools.utils.checkpoint import load_checkpoint, save_checkpoint
     from tools.utils.prefetch import prefetch
 
@@ -105,16 +102,7 @@ def train(config):
 
 
 def main(argv=None):
-    parser = add_cli_args(argparse.ArgumentParser(description="MetaHeac meta-training"))
-    args = parser.parse_args(argv)
-    runtime.setup_logging()
-    try:
-        config = load_config(args.config_yaml, args.opt)
-        runtime.configure_threads(config)
-        return train(config)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    return runtime.run_cli("MetaHeac meta-training", train, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Process set-up shared by the trainer and infer: logging, threads, seeds,
 device, and loading the model package's modules from the config directory."""
+import argparse
 import importlib.util
 import logging
 import os
 import random
 import sys
+
+from tools.utils.config import ConfigError, add_cli_args, load_config
+from tools.utils.task_store import DataError
 
 logger = logging.getLogger("metaheac")
 
@@ -64,3 +68,21 @@ def list_files(directory, key):
         raise FileNotFoundError(f"{key}: data directory {directory!r} does not exist")
     return sorted(os.path.join(directory, f) for f in os.listdir(directory)
                   if os.path.isfile(os.path.join(directory, f)))
+
+
+def run_cli(description, job, argv=None):
+    """Parse -m/-o, load the config, set threads, run `job(config)`.
+
+    Bad config, bad data and missing files end with their message and a
+    non-zero exit (2 for config errors), not a traceback.
+    """
+    parser = add_cli_args(argparse.ArgumentParser(description=description))
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        config = load_config(args.config_yaml, args.opt)
+        configure_threads(config)
+        return job(config)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
