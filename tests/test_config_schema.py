@@ -109,3 +109,11 @@ def test_exactly_one_schema_form(tiny_config):
         schema_from_config(tiny_config(hyper={"max_idxs": BIG_MAX_IDXS}))
     with pytest.raises(ConfigError, match="max_idxs must be"):
         schema_from_config(tiny_config(hyper={"features": None, "max_idxs": [[1, 2], [3], [4]]}))
+
+
+def test_readme_documents_every_key():
+    import os
+    from tools.utils.config import markdown_table
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "readme.md"), encoding="utf-8").read()
+    for line in markdown_table().splitlines():
+        assert line in readme, f"readme.md config table is stale; regenerate with python -m tools.utils.config: {line}"

@@ -222,3 +222,16 @@ def add_cli_args(parser):
     parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[],
                         metavar="KEY=VALUE", help="override any config key, e.g. -o runner.epochs=3")
     return parser
+
+
+def markdown_table():
+    """The config key table of readme.md: python -m tools.utils.config"""
+    rows = []
+    for key, (typ, default, _, _, help_text) in SPEC.items():
+        shown = "—" if default is None else f"`{default}`"
+        rows.append(f"| `{key}` | {typ.__name__} | {shown} | {help_text.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
