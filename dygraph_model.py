@@ -21,8 +21,10 @@ class DygraphModel:
             num_output=config["hyper_parameters.num_output"])
 
     def create_feeds(self, batch, config):
-        """Meta-batch from reader_train (list of per-task numpy dicts) -> tensors."""
-        return [{k: paddle.to_tensor(v) for k, v in task.items() if k != "aid"} for task in batch]
+        """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""
+        return {"rows": paddle.to_tensor(batch["rows"]),
+                "tasks": [{k: paddle.to_tensor(v) for k, v in task.items() if k != "aid"}
+                          for task in batch["tasks"]]}
 
     def create_loss(self, pred, label):
         return net.bce_loss(pred, label)
@@ -37,13 +39,12 @@ class DygraphModel:
 
     def num_samples(self, batch):
         """Rows processed by one meta-batch (support + query of every task)."""
-        return sum(t["sup_labels"].shape[0] + t["qry_labels"].shape[0] for t in batch)
+        return sum(t["sup_labels"].shape[0] + t["qry_labels"].shape[0] for t in batch["tasks"])
 
     def train_forward(self, dy_model, metric_list, batch, config):
         """Mean query loss of a meta-batch after per-task inner adaptation."""
-        tasks = self.create_feeds(batch, config)
         loss = meta.meta_train_loss(
-            dy_model, tasks,
+            dy_model, self.create_feeds(batch, config),
             local_lr=config["hyper_parameters.local_lr"],
             order=config["hyper_parameters.meta_order"],
             inner_steps=config["hyper_parameters.inner_steps"],

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from paddle.io import IterableDataset
 
-from tools.utils.meta import remap_rows
+from tools.utils.meta import build_meta_batch
 from tools.utils.schema import schema_from_config
 from tools.utils.task_store import DataError, open_store
 
@@ -65,7 +65,8 @@ class RecDataset(IterableDataset):
         self.epoch += 1
         for _ in range(self.num_batches()):
             picks = rng.choice(len(self.tasks), size=self.task_count, replace=True, p=self.task_probs)
-            yield [self._task(self.tasks[t], rng) for t in picks]
+            tasks = [self._task(self.tasks[t], rng) for t in picks]
+            yield build_meta_batch(tasks, self.schema.num_rows)
 
     def _sample(self, store, start, end, rng):
         n = end - start
@@ -77,7 +78,6 @@ class RecDataset(IterableDataset):
         store, start, end = task
         sup_rows, sup_len, sup_y = self._sample(store, start, end, rng)
         qry_rows, qry_len, qry_y = self._sample(store, start, end, rng)
-        uniq, (sup_local, qry_local) = remap_rows(sup_rows, qry_rows)
-        return {"aid": int(store.aids[start]), "uniq": uniq,
-                "sup_rows": sup_local, "sup_lengths": sup_len, "sup_labels": sup_y,
-                "qry_rows": qry_local, "qry_lengths": qry_len, "qry_labels": qry_y}
+        return {"aid": int(store.aids[start]),
+                "sup_rows": sup_rows, "sup_lengths": sup_len, "sup_labels": sup_y,
+                "qry_rows": qry_rows, "qry_lengths": qry_len, "qry_labels": qry_y}

@@ -40,19 +40,16 @@ def tiny_config(tmp_path):
 
 
 def random_task(schema, rng, batch=8):
-    """One meta-learning task as reader_train produces it (numpy)."""
-    from tools.utils.meta import remap_rows
-
+    """One sampled task as reader_train draws it, before remapping (numpy)."""
     def rows_and_lengths():
         ids = rng.integers(0, schema.col_vocab, size=(batch, schema.num_id_cols))
         lengths = np.stack([rng.integers(0, f.width + 1, size=batch) for f in schema.sequence], 1)
         return ids + schema.col_offsets, lengths.astype(np.int32)
 
     (sup, sup_len), (qry, qry_len) = rows_and_lengths(), rows_and_lengths()
-    uniq, (sup_l, qry_l) = remap_rows(sup, qry)
     labels = lambda: rng.integers(0, 2, size=batch).astype(np.float32)  # noqa: E731
-    return {"uniq": uniq, "sup_rows": sup_l, "sup_lengths": sup_len, "sup_labels": labels(),
-            "qry_rows": qry_l, "qry_lengths": qry_len, "qry_labels": labels()}
+    return {"sup_rows": sup, "sup_lengths": sup_len, "sup_labels": labels(),
+            "qry_rows": qry, "qry_lengths": qry_len, "qry_labels": labels()}
 
 
 def make_frame(schema, rng, sizes, positive_rate=0.3, aid_start=1):

@@ -115,12 +115,26 @@ def test_train_reader_shapes_and_epoch_length(setup, tmp_path):
     batches = list(iter(reader))
     assert len(batches) == reader.num_batches()
     for batch in batches:
-        assert len(batch) == config["hyper_parameters.task_count"]
-        for task in batch:
+        assert len(batch["tasks"]) == config["hyper_parameters.task_count"]
+        assert batch["rows"].max() < schema.num_rows
+        for task in batch["tasks"]:
             assert task["sup_rows"].shape == (8, schema.num_id_cols)
             assert task["qry_lengths"].shape == (8, len(schema.sequence))
-            # local ids index uniq, and uniq holds valid table rows
-            assert task["sup_rows"].max() < len(task["uniq"]) and task["uniq"].max() < schema.num_rows
+            assert task["sup_rows"].max() < len(task["idx"]) and task["idx"].max() < len(batch["rows"])
+
+
+def test_meta_batch_remap_round_trips(setup):
+    from conftest import random_task
+    from tools.utils.meta import build_meta_batch
+    config, schema, rng = setup
+    raw = [random_task(schema, rng) for _ in range(3)]
+    batch = build_meta_batch(raw, schema.num_rows)
+    assert np.all(np.diff(batch["rows"]) > 0)  # sorted, unique
+    for r, t in zip(raw, batch["tasks"]):
+        table_rows = batch["rows"][t["idx"]]
+        np.testing.assert_array_equal(table_rows[t["sup_rows"]], r["sup_rows"])
+        np.testing.assert_array_equal(table_rows[t["qry_rows"]], r["qry_rows"])
+        assert len(t["idx"]) == len(np.unique(np.concatenate([r["sup_rows"], r["qry_rows"]])))
 
 
 def test_tiny_campaigns_are_sampled_with_replacement(setup, tmp_path):
@@ -129,7 +143,7 @@ def test_tiny_campaigns_are_sampled_with_replacement(setup, tmp_path):
     path = save(make_frame(schema, rng, [2, 1]), tmp_path / "train_stage1.pkl")
     batches = list(iter(TrainReader([path], config)))
     assert len(batches) == 1
-    assert all(t["sup_labels"].shape == (8,) for t in batches[0])
+    assert all(t["sup_labels"].shape == (8,) for t in batches[0]["tasks"])
 
 
 def test_train_reader_is_reproducible(setup, tmp_path):
@@ -138,7 +152,8 @@ def test_train_reader_is_reproducible(setup, tmp_path):
     a = list(iter(TrainReader([path], config)))
     b = list(iter(TrainReader([path], config)))
     for ba, bb in zip(a, b):
-        for ta, tb in zip(ba, bb):
+        np.testing.assert_array_equal(ba["rows"], bb["rows"])
+        for ta, tb in zip(ba["tasks"], bb["tasks"]):
             for k in ta:
                 np.testing.assert_array_equal(ta[k], tb[k])
 
@@ -150,7 +165,7 @@ def test_task_sampling_modes(tiny_config, tmp_path, mode, expect_small_share):
     schema = schema_from_config(config)
     path = save(make_frame(schema, np.random.default_rng(1), [1000, 100]), tmp_path / "train_stage1.pkl")
     reader = TrainReader([path], config)
-    aids = [b[0]["aid"] for b in reader]
+    aids = [b["tasks"][0]["aid"] for b in reader]
     share = np.mean(np.array(aids) == 2)
     assert abs(share - expect_small_share) < 0.05
 

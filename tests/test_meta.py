@@ -21,22 +21,29 @@ def build(config, seed=0):
     return DygraphModel().create_model(config)
 
 
-def to_tensors(task, dtype="float32"):
-    out = {k: paddle.to_tensor(v) for k, v in task.items()}
-    for k in ("sup_labels", "qry_labels"):
-        out[k] = out[k].astype(dtype)
-    return out
-
-
-def tasks_for(config, n=2, seed=1, dtype="float32"):
+def meta_batch(config, n=2, seed=1, dtype="float32"):
+    """A meta-batch of n random tasks as the trainer feeds it (tensors)."""
     schema = schema_from_config(config)
     rng = np.random.default_rng(seed)
-    return [to_tensors(random_task(schema, rng), dtype) for _ in range(n)]
+    batch = meta.build_meta_batch([random_task(schema, rng) for _ in range(n)], schema.num_rows)
+    tasks = []
+    for task in batch["tasks"]:
+        t = {k: paddle.to_tensor(v) for k, v in task.items()}
+        for k in ("sup_labels", "qry_labels"):
+            t[k] = t[k].astype(dtype)
+        tasks.append(t)
+    return {"rows": paddle.to_tensor(batch["rows"]), "tasks": tasks}
 
 
-def meta_grads(net, tasks, **kw):
+def task_tensors(config, seed):
+    """One task with table rows (not remapped), as tensors."""
+    schema = schema_from_config(config)
+    return {k: paddle.to_tensor(v) for k, v in random_task(schema, np.random.default_rng(seed)).items()}
+
+
+def meta_grads(net, batch, **kw):
     net.clear_gradients()
-    loss = meta.meta_train_loss(net, tasks, **kw)
+    loss = meta.meta_train_loss(net, batch, **kw)
     loss.backward()
     grads = {n: p.grad.numpy().copy() for n, p in net.named_parameters()}
     net.clear_gradients()
@@ -46,10 +53,9 @@ def meta_grads(net, tasks, **kw):
 def test_explicit_params_equal_own_params(tiny_config):
     config = tiny_config()
     net = build(config)
-    task = tasks_for(config, 1)[0]
-    rows = paddle.gather(task["uniq"], task["sup_rows"].reshape([-1])).reshape(task["sup_rows"].shape)
-    own = net.forward_rows(rows, task["sup_lengths"]).numpy()
-    explicit = net.forward_rows(rows, task["sup_lengths"], dict(net.named_parameters())).numpy()
+    task = task_tensors(config, 1)
+    own = net.forward_rows(task["sup_rows"], task["sup_lengths"]).numpy()
+    explicit = net.forward_rows(task["sup_rows"], task["sup_lengths"], dict(net.named_parameters())).numpy()
     assert np.array_equal(own, explicit)
     assert own.shape == (8,) and np.all((own > 0) & (own < 1))
 
@@ -93,7 +99,7 @@ def test_second_order_matches_finite_differences(tiny_config, float64):
     for name, p in net.named_parameters():
         if "_b" in name:
             p.set_value(rng.normal(0, 0.1, size=p.shape))
-    tasks = tasks_for(config, 2, seed=6, dtype="float64")
+    tasks = meta_batch(config, 2, seed=6, dtype="float64")
     kw = dict(local_lr=0.5, inner_steps=2, adapt_rows=True)
     _, g2 = meta_grads(net, tasks, order=2, **kw)
     _, g1 = meta_grads(net, tasks, order=1, **kw)
@@ -105,7 +111,7 @@ def test_second_order_matches_finite_differences(tiny_config, float64):
         for _ in range(3):
             idx = tuple(rng.integers(0, s) for s in base.shape)
             if name == "embedding":  # a row the tasks actually use
-                idx = (int(tasks[0]["uniq"].numpy()[rng.integers(0, 5)]), idx[1])
+                idx = (int(tasks["rows"].numpy()[rng.integers(0, 5)]), idx[1])
             vals = []
             for sign in (1, -1):
                 bumped = base.copy()
@@ -124,26 +130,25 @@ def test_second_order_matches_finite_differences(tiny_config, float64):
 def test_first_order_matches_hand_computation(tiny_config):
     config = tiny_config()
     net = build(config, seed=2)
-    task = tasks_for(config, 1, seed=3)[0]
+    schema = net.schema
+    raw = random_task(schema, np.random.default_rng(3))
+    batch = meta_batch(config, 1, seed=3)
     lr = 0.5
-    _, got = meta_grads(net, [task], local_lr=lr, order=1, inner_steps=1, adapt_rows=False)
+    _, got = meta_grads(net, batch, local_lr=lr, order=1, inner_steps=1, adapt_rows=False)
 
     # By hand, on the whole table: theta' = theta - lr * grad L_sup(theta);
     # the first-order meta-gradient is grad L_qry evaluated at theta'.
-    def rows(key):
-        return paddle.gather(task["uniq"], task[key].reshape([-1])).reshape(task[key].shape)
-
     from net import bce_loss
+    t = {k: paddle.to_tensor(v) for k, v in raw.items()}
     params = dict(net.named_parameters())
-    sup = bce_loss(net.forward_rows(rows("sup_rows"), task["sup_lengths"], params), task["sup_labels"])
+    sup = bce_loss(net.forward_rows(t["sup_rows"], t["sup_lengths"], params), t["sup_labels"])
     names = list(params)
     grads = paddle.grad(sup, [params[n] for n in names])
     fast = {}
     for n, g in zip(names, grads):
-        t = paddle.to_tensor(params[n].numpy() - lr * g.numpy())
-        t.stop_gradient = False
-        fast[n] = t
-    qry = bce_loss(net.forward_rows(rows("qry_rows"), task["qry_lengths"], fast), task["qry_labels"])
+        fast[n] = paddle.to_tensor(params[n].numpy() - lr * g.numpy())
+        fast[n].stop_gradient = False
+    qry = bce_loss(net.forward_rows(t["qry_rows"], t["qry_lengths"], fast), t["qry_labels"])
     want = paddle.grad(qry, [fast[n] for n in names])
     for n, w in zip(names, want):
         np.testing.assert_allclose(got[n], w.numpy(), rtol=1e-5, atol=1e-7, err_msg=n)
@@ -153,7 +158,7 @@ def test_first_order_matches_hand_computation(tiny_config):
 def test_touched_rows_equal_whole_table(tiny_config, order):
     config = tiny_config()
     net = build(config, seed=8)
-    tasks = tasks_for(config, 2, seed=9)
+    tasks = meta_batch(config, 2, seed=9)
     kw = dict(local_lr=0.5, order=order, inner_steps=2)
     loss_rows, g_rows = meta_grads(net, tasks, adapt_rows=True, **kw)
     loss_table, g_table = meta_grads(net, tasks, adapt_rows=False, **kw)
@@ -166,7 +171,7 @@ def test_touched_rows_equal_whole_table(tiny_config, order):
 def test_every_parameter_gets_a_gradient(tiny_config, order):
     config = tiny_config()
     net = build(config, seed=10)
-    tasks = tasks_for(config, 2, seed=11)
+    tasks = meta_batch(config, 2, seed=11)
     _, grads = meta_grads(net, tasks, local_lr=0.5, order=order, inner_steps=1, adapt_rows=True)
     assert set(grads) == {n for n, _ in net.named_parameters()}
     for n, g in grads.items():
@@ -177,9 +182,8 @@ def test_inner_step_lowers_support_loss(tiny_config):
     from net import bce_loss
     config = tiny_config()
     net = build(config, seed=12)
-    task = tasks_for(config, 1, seed=13)[0]
+    task = task_tensors(config, 13)
     params = dict(net.named_parameters())
-    params["embedding"] = paddle.gather(params["embedding"], task["uniq"])
     before = float(bce_loss(net.forward_rows(task["sup_rows"], task["sup_lengths"], params), task["sup_labels"]))
     fast = meta.inner_adapt(net, params, task["sup_rows"], task["sup_lengths"], task["sup_labels"],
                             lr=0.1, steps=1, second_order=False)
@@ -191,6 +195,6 @@ def test_meta_step_leaves_layer_parameters_untouched(tiny_config):
     config = tiny_config()
     net = build(config, seed=14)
     before = {n: p.numpy().copy() for n, p in net.named_parameters()}
-    meta.meta_train_loss(net, tasks_for(config, 2, seed=15), local_lr=0.5, order=2, inner_steps=2)
+    meta.meta_train_loss(net, meta_batch(config, 2, seed=15), local_lr=0.5, order=2, inner_steps=2)
     for n, p in net.named_parameters():
         np.testing.assert_array_equal(before[n], p.numpy())

@@ -32,38 +32,64 @@ def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
     return params
 
 
-def meta_train_loss(net, tasks, local_lr, order=1, inner_steps=1, adapt_rows=True):
-    """Mean query loss over `tasks` after adapting on each task's support set.
+def meta_train_loss(net, batch, local_lr, order=1, inner_steps=1, adapt_rows=True):
+    """Mean query loss over the tasks of a meta-batch after adapting on each
+    task's support set.
 
-    Each task is a dict of tensors: uniq [U] (table rows the task touches),
-    sup_rows / qry_rows [B, C] (ids remapped into uniq), sup_lengths /
-    qry_lengths [B, Fq], sup_labels / qry_labels [B].
+    batch (tensors, see build_meta_batch): rows [U] table rows any task
+    touches; tasks: list of dicts with idx [Ut] (the task's rows, as positions
+    in `rows`), sup_rows / qry_rows [B, C] (ids as positions in idx),
+    sup_lengths / qry_lengths [B, Fq], sup_labels / qry_labels [B].
     """
     base = dict(net.named_parameters())
+    if adapt_rows:
+        # One gather for the whole meta-batch: the table's (dense) gradient is
+        # then built once per step rather than once per task.
+        batch_slice = paddle.gather(base["embedding"], batch["rows"])  # [U, E]
     losses = []
-    for task in tasks:
+    for task in batch["tasks"]:
         params = dict(base)
         sup_rows, qry_rows = task["sup_rows"], task["qry_rows"]
         if adapt_rows:
-            params["embedding"] = paddle.gather(base["embedding"], task["uniq"])  # [U, E]
+            params["embedding"] = paddle.gather(batch_slice, task["idx"])  # [Ut, E]
         else:  # whole table: map local ids back to table rows
-            sup_rows = paddle.gather(task["uniq"], sup_rows.reshape([-1])).reshape(sup_rows.shape)
-            qry_rows = paddle.gather(task["uniq"], qry_rows.reshape([-1])).reshape(qry_rows.shape)
+            table_rows = paddle.gather(batch["rows"], task["idx"])
+            sup_rows = paddle.gather(table_rows, sup_rows.reshape([-1])).reshape(sup_rows.shape)
+            qry_rows = paddle.gather(table_rows, qry_rows.reshape([-1])).reshape(qry_rows.shape)
         fast = inner_adapt(net, params, sup_rows, task["sup_lengths"], task["sup_labels"],
                            local_lr, inner_steps, second_order=(order == 2))
         losses.append(bce_loss(net.forward_rows(qry_rows, task["qry_lengths"], fast), task["qry_labels"]))
     return paddle.stack(losses).mean()
 
 
-def remap_rows(*row_blocks):
-    """np.unique over all blocks -> (uniq [U], blocks remapped into uniq)."""
-    flat = np.concatenate([b.reshape(-1) for b in row_blocks])
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    out, start = [], 0
-    for b in row_blocks:
-        out.append(inverse[start:start + b.size].reshape(b.shape))
-        start += b.size
-    return uniq, out
+def remap_rows(blocks, num_rows):
+    """Unique table rows of `blocks` and the blocks remapped into them.
+
+    Returns (uniq [U] sorted int64, [block as positions in uniq]). A dense
+    marker of `num_rows` entries makes this O(num_rows + ids), several times
+    faster than sorting (np.unique) for the id counts of a task.
+    """
+    mark = np.zeros(num_rows, dtype=bool)
+    for b in blocks:
+        mark[b.reshape(-1)] = True
+    uniq = np.flatnonzero(mark)
+    position = np.empty(num_rows, dtype=np.int64)
+    position[uniq] = np.arange(uniq.size)
+    return uniq, [position[b] for b in blocks]
+
+
+def build_meta_batch(tasks, num_rows):
+    """Remap the table rows of sampled tasks for touched-row adaptation.
+
+    tasks: dicts with sup_rows / qry_rows [B, C] (table rows), *_lengths,
+    *_labels (numpy). Returns the meta-batch meta_train_loss takes (numpy).
+    """
+    rows, _ = remap_rows([b for t in tasks for b in (t["sup_rows"], t["qry_rows"])], num_rows)
+    out = []
+    for t in tasks:
+        task_rows, (sup, qry) = remap_rows([t["sup_rows"], t["qry_rows"]], num_rows)
+        out.append({**t, "idx": np.searchsorted(rows, task_rows), "sup_rows": sup, "qry_rows": qry})
+    return {"rows": rows, "tasks": out}
 
 
 def campaign_params(net, uniq):
@@ -88,7 +114,7 @@ def finetune_and_score(net, stage1, stage2, config, rng):
     """
     batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
     epochs = config["runner.infer_train_epoch"]
-    uniq, (rows1, rows2) = remap_rows(stage1["rows"], stage2["rows"])
+    uniq, (rows1, rows2) = remap_rows([stage1["rows"], stage2["rows"]], net.schema.num_rows)
     params = campaign_params(net, paddle.to_tensor(uniq))
     optimizer = paddle.optimizer.Adam(
         learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
