@@ -116,4 +116,4 @@ def test_readme_documents_every_key():
     from tools.utils.config import markdown_table
     readme = open(os.path.join(os.path.dirname(__file__), "..", "readme.md"), encoding="utf-8").read()
     for line in markdown_table().splitlines():
-        assert line in readme, f"readme.md config table is stale; regenerate with python -m tools.utils.config: {line}"
+        assert line in readme, f"readme.md config table is stale; regenerate with python tools/update_readme_table.py: {line}"

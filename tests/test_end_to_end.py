@@ -57,13 +57,17 @@ def test_infer_beats_chance_and_writes_metrics(trained):
 
 
 def test_resume_from_model_init_path(trained):
+    """A finished epoch-2 checkpoint resumes with epoch 3 (numbering and sampling continue)."""
     work, _ = trained
     log = run("tools/trainer.py", "runner.train_data_dir=data/train", "runner.model_save_path=resumed",
-              "runner.model_init_path=out/2", "runner.epochs=1", *MODEL, cwd=work)
-    assert "initialised from" in log
+              "runner.model_init_path=out/2", "runner.epochs=4", *MODEL, cwd=work)
+    assert "training epochs 3..3" in log
+    assert sorted(os.listdir(work / "resumed")) == ["3"]
     before = paddle.load(str(work / "out" / "2" / "rec.pdparams"))
-    after = paddle.load(str(work / "resumed" / "0" / "rec.pdparams"))
+    after = paddle.load(str(work / "resumed" / "3" / "rec.pdparams"))
     assert not np.allclose(before["expert_w0"].numpy(), after["expert_w0"].numpy())
+    state = json.loads((work / "resumed" / "3" / "state.json").read_text())
+    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 48}
 
 
 def test_bad_override_fails_cleanly(trained):

@@ -1,8 +1,11 @@
-"""Checkpoints: <root>/<epoch>/rec.pdparams (+ rec.pdopt, config.yaml).
+"""Checkpoints: <root>/<epoch>/rec.pdparams (+ rec.pdopt, config.yaml, state.json).
 
 Each checkpoint directory is written under a temporary name and renamed into
-place, so a directory named like an epoch is always complete.
+place, so a directory named like an epoch is always complete. state.json says
+which epoch it holds and whether that epoch finished (an interrupted run
+saves <root>/interrupted with complete=false), so training can resume.
 """
+import json
 import os
 import shutil
 
@@ -12,22 +15,39 @@ from tools.utils.config import resolved_yaml
 
 PARAMS = "rec.pdparams"
 OPT = "rec.pdopt"
+STATE = "state.json"
 
 
-def save_checkpoint(root, epoch, model, optimizer, config):
-    final = os.path.join(root, str(epoch))
+def save_checkpoint(root, name, model, optimizer, config, state=None):
+    final = os.path.join(root, str(name))
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    paddle.save(model.state_dict(), os.path.join(tmp, PARAMS))
-    if optimizer is not None:
-        paddle.save(optimizer.state_dict(), os.path.join(tmp, OPT))
-    with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
-        f.write(resolved_yaml(config))
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    try:
+        paddle.save(model.state_dict(), os.path.join(tmp, PARAMS))
+        if optimizer is not None:
+            paddle.save(optimizer.state_dict(), os.path.join(tmp, OPT))
+        with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(resolved_yaml(config))
+        with open(os.path.join(tmp, STATE), "w", encoding="utf-8") as f:
+            json.dump(state or {}, f)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
+
+
+def read_state(params_path):
+    """The state.json next to a rec.pdparams file, or None (e.g. PaddleRec checkpoints)."""
+    path = os.path.join(os.path.dirname(params_path), STATE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    return state if "epoch" in state else None
 
 
 def params_file(path):

@@ -55,6 +55,7 @@ SPEC = {
     "runner.seed": (int, 2021, _non_negative, False, "seed for python, numpy and paddle; runs are reproducible"),
     "runner.cache_dir": (str, None, None, True, "where columnar caches go (default: next to the data, else ~/.cache/metaheac)"),
     "runner.num_threads": (int, 0, _non_negative, False, "MKL threads (0: all cores)"),
+    "runner.nonfinite_loss": (str, "stop", _one_of("stop", "skip"), False, "NaN/inf loss: stop with an error (no checkpoint written) or skip the meta-batch"),
     "runner.prefetch": (int, 4, _non_negative, False, "meta-batches prepared ahead by the reader thread (0: no thread)"),
     # PaddleRec keys accepted for compatibility; they change nothing here.
     "runner.use_auc": (bool, True, None, False, "PaddleRec compatibility, ignored"),

@@ -5,7 +5,9 @@ import importlib.util
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 
 from tools.utils.config import ConfigError, add_cli_args, load_config
 from tools.utils.task_store import DataError
@@ -50,9 +52,10 @@ def set_device(config):
 
 def load_module(config, name, key):
     """Import `name` (e.g. 'dygraph_model', 'reader_train') from the config's
-    directory, as PaddleRec does, so a model package is self-contained."""
+    directory, as PaddleRec does, so a model package is self-contained.
+    An absolute path (without .py) names a module file anywhere."""
     config_dir = config["config_abs_dir"]
-    path = os.path.join(config_dir, name.replace(".", os.sep) + ".py")
+    path = os.path.join(config_dir, (name if os.path.isabs(name) else name.replace(".", os.sep)) + ".py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{key}: module {name!r} not found at {path}")
     if config_dir not in sys.path:
@@ -86,3 +89,32 @@ def run_cli(description, job, argv=None):
     except (ConfigError, DataError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+class StopOnSignal:
+    """Turn SIGINT/SIGTERM into a request to stop after the current step.
+
+    The loop checks `signum` and saves before exiting; a second signal
+    interrupts at once. Handlers are only installed in the main thread.
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        logger.warning("signal %d received: stopping after the current meta-batch (again to abort)", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False

@@ -256,14 +256,18 @@ def _write_cache(location, key, arrays):
     tmp = f"{location}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for name in _ARRAYS:
-        np.save(os.path.join(tmp, name + ".npy"), arrays[name], allow_pickle=False)
-    with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-        json.dump({"key": key, "rows": int(arrays["labels"].shape[0])}, f)
-    # Replace as a whole: readers see the old complete cache or the new one.
-    if os.path.exists(location):
-        shutil.rmtree(location, ignore_errors=True)
-    os.rename(tmp, location)
+    try:
+        for name in _ARRAYS:
+            np.save(os.path.join(tmp, name + ".npy"), arrays[name], allow_pickle=False)
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump({"key": key, "rows": int(arrays["labels"].shape[0])}, f)
+        # Replace as a whole: readers see the old complete cache or the new one.
+        if os.path.exists(location):
+            shutil.rmtree(location, ignore_errors=True)
+        os.rename(tmp, location)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def open_store(source, schema, cache_dir=None):
