@@ -5,10 +5,10 @@
 For each checkpoint epoch in [infer_start_epoch, infer_end_epoch) and each
 campaign of runner.test_data_dir: start from the meta-learned parameters,
 fine-tune with Adam on the seed set (test_stage1.pkl), score the candidates
-(test_stage2.pkl). Prints a line per campaign and a summary; writes the same
-to runner.metrics_path as JSON.
+(test_stage2.pkl). Logs a line per campaign and a summary, and writes
+runner.output_dir: metrics.json, campaigns.csv, audience/<aid>.csv (the top
+candidates of each campaign, ranked) and report.png.
 """
-import json
 import os
 import sys
 import time
@@ -21,29 +21,45 @@ from tools.utils.config import require  # noqa: E402
 log = runtime.logger
 
 
-def metrics_path(config, epoch):
-    if config["runner.metrics_path"]:
-        return config["runner.metrics_path"]
-    split = os.path.basename(os.path.normpath(config["runner.test_data_dir"]))
-    return os.path.join(load_root(config), str(epoch), f"metrics_{split}.json")
-
-
 def load_root(config):
     return config["runner.infer_load_path"] or config["runner.model_save_path"]
 
 
-def write_json(path, payload):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+def split_name(config):
+    return os.path.basename(os.path.normpath(config["runner.test_data_dir"]))
+
+
+def output_dir(config, epoch):
+    return config["runner.output_dir"] or os.path.join(load_root(config), str(epoch), f"infer_{split_name(config)}")
+
+
+def evaluate_campaign(dy_model_class, model, campaign, config):
+    """Fine-tune on the seeds, score the candidates: (result row, scores, audience)."""
+    import numpy as np
+
+    from tools.utils import metrics, report
+
+    t0 = time.time()
+    # Seeded from (seed, aid) alone: a campaign's result does not depend on
+    # which other campaigns are evaluated, in which order or on which rank.
+    rng = np.random.default_rng([config["runner.seed"], campaign["aid"]])
+    scores, steps = dy_model_class.finetune_and_score(model, campaign, config, rng)
+    seeds, labels = campaign["stage1"]["labels"], campaign["stage2"]["labels"]
+    k = report.audience_size(labels.size, config)
+    audience = report.ranked_audience(scores, campaign["stage2"]["user_ids"], k, labels)
+    precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
+    row = {"aid": campaign["aid"], "seed_rows": int(seeds.size), "seed_positives": int(seeds.sum()),
+           "candidates": int(labels.size), "candidate_positives": int(labels.sum()),
+           "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
+           "audience_size": k, "audience_positives": int(audience["label"].sum()),
+           "finetune_steps": steps, "seconds": round(time.time() - t0, 3)}
+    return row, scores, audience
 
 
 def evaluate(config):
     import numpy as np
 
-    from tools.utils import metrics
+    from tools.utils import metrics, report
     from tools.utils.checkpoint import load_checkpoint
 
     runtime.seed_everything(config["runner.seed"])
@@ -52,51 +68,50 @@ def evaluate(config):
     reader = runtime.load_module(config, config["runner.infer_reader_path"], "runner.infer_reader_path")
     test_dir = require(config, "runner.test_data_dir")
     dataset = reader.RecDataset(runtime.list_files(test_dir, "runner.test_data_dir"), config)
+    id_name = getattr(dataset, "user_id_name", "user_id")
     model = dy_model_class.create_model(config)
     model.eval()
 
     results = []
     for epoch in range(config["runner.infer_start_epoch"], config["runner.infer_end_epoch"]):
         ckpt = load_checkpoint(os.path.join(load_root(config), str(epoch)), model, key="runner.infer_load_path")
-        log.info("epoch %d: evaluating %s on %d campaigns of %s", epoch, ckpt, len(dataset), test_dir)
+        out_dir = output_dir(config, epoch)
+        n = len(dataset)
+        log.info("epoch %d: evaluating %s on %d campaigns of %s", epoch, ckpt, n, test_dir)
         start = time.time()
         campaigns, all_labels, all_scores = [], [], []
         for i, campaign in enumerate(dataset):
-            aid = campaign["aid"]
-            t0 = time.time()
-            # Seeded from (seed, aid) alone: a campaign's result does not depend
-            # on which other campaigns are evaluated or in which order.
-            rng = np.random.default_rng([config["runner.seed"], aid])
-            scores, steps = dy_model_class.finetune_and_score(model, campaign, config, rng)
-            labels = campaign["stage2"]["labels"]
-            precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
-            row = {"aid": aid, "seed_rows": int(campaign["stage1"]["labels"].size),
-                   "seed_positives": int(campaign["stage1"]["labels"].sum()),
-                   "candidates": int(labels.size), "candidate_positives": int(labels.sum()),
-                   "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
-                   "finetune_steps": steps, "seconds": round(time.time() - t0, 3)}
+            row, scores, audience = evaluate_campaign(dy_model_class, model, campaign, config)
+            report.write_csv(os.path.join(out_dir, "audience", f"{row['aid']}.csv"), audience, id_name)
             campaigns.append(row)
-            all_labels.append(labels)
+            all_labels.append(campaign["stage2"]["labels"])
             all_scores.append(scores)
+            elapsed = time.time() - start
             note = "" if row["auc"] is not None else "  (AUC undefined: candidates of one class)"
-            log.info("[%d/%d] aid %s: seeds %d, candidates %d, AUC %s, P@5%% %s, R@5%% %s, %d steps, %.2fs%s",
-                     i + 1, len(dataset), aid, row["seed_rows"], row["candidates"], metrics.fmt(row["auc"]),
-                     metrics.fmt(precision), metrics.fmt(recall), steps, row["seconds"], note)
+            log.info("[%d/%d] aid %s: seeds %d, candidates %d, AUC %s, P@5%% %s, R@5%% %s, %d steps, %.2fs | "
+                     "elapsed %.0fs, remaining ~%.0fs%s", i + 1, n, row["aid"], row["seed_rows"], row["candidates"],
+                     metrics.fmt(row["auc"]), metrics.fmt(row["precision@5%"]), metrics.fmt(row["recall@5%"]),
+                     row["finetune_steps"], row["seconds"], elapsed, elapsed / (i + 1) * (n - i - 1), note)
         undefined = [c["aid"] for c in campaigns if c["auc"] is None]
         if undefined:
             log.warning("AUC undefined for %d campaign(s) whose candidates are all one class: %s",
                         len(undefined), undefined[:20])
-        summary = metrics.summarize(campaigns, np.concatenate(all_labels), np.concatenate(all_scores))
+        labels, scores = np.concatenate(all_labels), np.concatenate(all_scores)
+        summary = metrics.summarize(campaigns, labels, scores)
         summary["seconds"] = round(time.time() - start, 2)
         payload = {"epoch": epoch, "checkpoint": ckpt, "test_data_dir": test_dir, "summary": summary,
                    "unmatched_campaigns": getattr(dataset, "unmatched", {}), "campaigns": campaigns}
-        out = metrics_path(config, epoch)
-        write_json(out, payload)
+        files = [report.write_json(config["runner.metrics_path"] or os.path.join(out_dir, "metrics.json"), payload),
+                 report.write_campaigns(os.path.join(out_dir, "campaigns.csv"), campaigns),
+                 os.path.join(out_dir, "audience", "<aid>.csv")]
+        if config["runner.report_png"]:
+            files.append(report.draw_report(os.path.join(out_dir, "report.png"), split_name(config),
+                                            campaigns, labels, scores))
         log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s over %d campaigns (%d with AUC), "
-                 "%d candidates, %.1fs; metrics written to %s", epoch, metrics.fmt(summary["auc"]),
-                 metrics.fmt(summary["gauc"]), metrics.fmt(summary["precision@5%"]),
-                 metrics.fmt(summary["recall@5%"]), summary["campaigns"], summary["campaigns_with_auc"],
-                 summary["candidates"], summary["seconds"], out)
+                 "%d candidates, %.1fs", epoch, metrics.fmt(summary["auc"]), metrics.fmt(summary["gauc"]),
+                 metrics.fmt(summary["precision@5%"]), metrics.fmt(summary["recall@5%"]), summary["campaigns"],
+                 summary["campaigns_with_auc"], summary["candidates"], summary["seconds"])
+        log.info("wrote %s", ", ".join(files))
         results.append(payload)
     return results
 

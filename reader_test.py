@@ -37,6 +37,8 @@ class RecDataset(IterableDataset):
             if aids:
                 logger.warning("%d campaign(s) only in %s, not evaluated: %s", len(aids),
                                stage.replace("_only", ""), aids[:20])
+        # audience files name users by the data's user id column, else by stage-2 row
+        self.user_id_name = self.schema.user_id_col if self.stage2.uses_uid else "row"
         if not self.aids:
             raise DataError(f"{self.stage1.source} and {self.stage2.source} share no campaign "
                             f"({self.schema.task_col}); nothing to evaluate")
@@ -48,7 +50,7 @@ class RecDataset(IterableDataset):
         start, end = store.task_range(aid)
         ids, lengths, labels = store.take(slice(start, end))
         return {"rows": ids.astype(np.int64) + self.schema.col_offsets, "lengths": lengths,
-                "labels": labels, "source_rows": np.asarray(store.source_rows[start:end])}
+                "labels": labels, "user_ids": np.asarray(store.user_ids[start:end])}
 
     def __iter__(self):
         for aid in self.aids:

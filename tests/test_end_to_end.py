@@ -53,7 +53,31 @@ def test_infer_beats_chance_and_writes_metrics(trained):
     first = result["campaigns"][0]
     for key in ("aid", "seed_rows", "candidates", "auc", "precision@5%", "recall@5%", "finetune_steps"):
         assert key in first
-    assert "[2/2] aid" in log and "epoch 2 summary: AUC" in log
+    assert "[2/2] aid" in log and "epoch 2 summary: AUC" in log and "remaining" in log
+
+
+def test_infer_writes_audience_campaigns_and_report(trained):
+    import pandas as pd
+
+    work, _ = trained
+    run("infer.py", "runner.test_data_dir=data/test_cold", "runner.infer_load_path=out", "runner.infer_start_epoch=2",
+        "runner.infer_end_epoch=3", "runner.output_dir=report", "runner.audience_count=7", *MODEL, cwd=work)
+    out = work / "report"
+    assert (out / "metrics.json").is_file()
+    campaigns = pd.read_csv(out / "campaigns.csv")
+    from tools.utils.report import CAMPAIGN_COLUMNS
+    assert list(campaigns.columns) == CAMPAIGN_COLUMNS and len(campaigns) == 2
+    stage2 = pd.read_pickle(work / "data" / "test_cold" / "test_stage2.pkl")
+    for aid in campaigns["aid"]:
+        audience = pd.read_csv(out / "audience" / f"{aid}.csv")
+        assert list(audience.columns) == ["rank", "uid", "score", "label"]
+        assert len(audience) == 7 and list(audience["rank"]) == list(range(1, 8))
+        assert audience["score"].is_monotonic_decreasing
+        users = stage2[stage2["aid"] == aid].set_index("uid")["label"]
+        assert audience["uid"].isin(users.index).all()
+        assert (users.loc[audience["uid"]].to_numpy() == audience["label"].to_numpy()).all()
+    png = (out / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
 def test_resume_from_model_init_path(trained):

@@ -24,6 +24,11 @@ def _non_negative(v):
     return v >= 0
 
 
+def _fraction(v):
+    """in (0, 1]"""
+    return 0 < v <= 1
+
+
 def _one_of(*choices):
     check = lambda v: v in choices  # noqa: E731
     check.__doc__ = "one of " + ", ".join(map(str, choices))
@@ -51,7 +56,11 @@ SPEC = {
     "runner.infer_end_epoch": (int, 1, _positive, False, "evaluate epochs [infer_start_epoch, infer_end_epoch)"),
     "runner.infer_train_epoch": (int, 2, _non_negative, False, "fine-tune epochs over each campaign's seed set"),
     "runner.infer_batch_size": (int, None, _positive, False, "fine-tune/scoring batch (default: hyper_parameters.batch_size)"),
-    "runner.metrics_path": (str, None, None, True, "infer metrics JSON (default: <infer_load_path>/<epoch>/metrics_<split>.json)"),
+    "runner.output_dir": (str, None, None, True, "infer outputs: metrics.json, campaigns.csv, audience/, report.png (default: <infer_load_path>/<epoch>/infer_<split>)"),
+    "runner.metrics_path": (str, None, None, True, "infer metrics JSON (default: <output_dir>/metrics.json)"),
+    "runner.audience_fraction": (float, 0.05, _fraction, False, "audience size per campaign as a fraction of its candidates"),
+    "runner.audience_count": (int, None, _positive, False, "audience size per campaign as a count (overrides audience_fraction)"),
+    "runner.report_png": (bool, True, None, False, "draw report.png (per-campaign AUC vs seed-set size, global ROC)"),
     "runner.seed": (int, 2021, _non_negative, False, "seed for python, numpy and paddle; runs are reproducible"),
     "runner.cache_dir": (str, None, None, True, "where columnar caches go (default: next to the data, else ~/.cache/metaheac)"),
     "runner.num_threads": (int, 0, _non_negative, False, "MKL threads (0: all cores)"),
@@ -69,6 +78,7 @@ SPEC = {
     "hyper_parameters.features": (list, None, None, False, "explicit schema: list of {name, group, vocab_size[, width, length_col]}"),
     "hyper_parameters.label_col": (str, "label", None, False, "label column (0/1)"),
     "hyper_parameters.task_col": (str, "aid", None, False, "campaign id column"),
+    "hyper_parameters.user_id_col": (str, "uid", None, False, "user id column, optional: names users in audience files (else the stage-2 row index)"),
     # -- network --------------------------------------------------------
     "hyper_parameters.embed_dim": (int, 64, _positive, False, "embedding size E"),
     "hyper_parameters.mlp_dims": (list, [64, 64], None, False, "expert MLP layer sizes (all layers applied)"),

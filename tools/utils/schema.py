@@ -50,7 +50,7 @@ class FeatureSchema:
     ids [B, C] with C = Fs + W + Fa, W = sum of sequence widths.
     """
 
-    def __init__(self, fields, label_col="label", task_col="aid"):
+    def __init__(self, fields, label_col="label", task_col="aid", user_id_col="uid"):
         by_group = {g: [f for f in fields if f.group == g] for g in GROUPS}
         if not by_group["static"] and not by_group["sequence"]:
             raise ConfigError("feature schema: at least one static or sequence (user) field is needed")
@@ -69,6 +69,7 @@ class FeatureSchema:
         self.ad = [f for f in ordered if f.group == "ad"]
         self.label_col = label_col
         self.task_col = task_col
+        self.user_id_col = user_id_col
         self.num_rows = offset  # rows of the fused embedding table
 
         id_fields = self.static + [f for f in self.sequence for _ in range(f.width)] + self.ad
@@ -95,7 +96,7 @@ class FeatureSchema:
     def signature(self):
         """Stable hash of everything that shapes the converted arrays."""
         desc = [(f.name, f.group, f.vocab_size, f.width, f.length_col) for f in self.fields]
-        text = json.dumps([desc, self.label_col, self.task_col])
+        text = json.dumps([desc, self.label_col, self.task_col, self.user_id_col])
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def __repr__(self):
@@ -160,4 +161,5 @@ def schema_from_config(config):
                           "hyper_parameters.features (explicit schema)")
     fields = _from_max_idxs(max_idxs) if features is None else _from_features(features)
     return FeatureSchema(fields, config.get("hyper_parameters.label_col", "label"),
-                         config.get("hyper_parameters.task_col", "aid"))
+                         config.get("hyper_parameters.task_col", "aid"),
+                         config.get("hyper_parameters.user_id_col", "uid"))

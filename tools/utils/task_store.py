@@ -25,8 +25,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "task_aids", "task_offsets")
+FORMAT_VERSION = 2
+_ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "user_ids", "has_uid", "task_aids",
+           "task_offsets")
 
 
 class DataError(ValueError):
@@ -41,6 +42,9 @@ class TaskStore:
     labels   [N] float32
     aids     [N] int64      campaign of each row (sorted)
     source_rows [N] int64   row position in the source DataFrame
+    user_ids [N] int64      the user id column (schema.user_id_col) if the data
+                            has an integer one, else source_rows; has_uid [1]
+                            says which
     task_aids [T] int64, task_offsets [T+1] int64: campaign t is rows
     task_offsets[t]:task_offsets[t+1]
     """
@@ -53,6 +57,11 @@ class TaskStore:
 
     def __len__(self):
         return int(self.labels.shape[0])
+
+    @property
+    def uses_uid(self):
+        """True if user_ids come from the data's user id column, not row positions."""
+        return bool(self.has_uid[0])
 
     @property
     def num_tasks(self):
@@ -195,13 +204,17 @@ def convert_frame(df, schema, path):
         ids[:, col] = v
         col += 1
 
+    has_uid = schema.user_id_col in df.columns and df[schema.user_id_col].dtype.kind in "iu"
+    user_ids = df[schema.user_id_col].to_numpy().astype(np.int64) if has_uid else np.arange(n, dtype=np.int64)
+
     order = np.argsort(aids, kind="stable")
     aids = aids[order]
     task_aids, starts = np.unique(aids, return_index=True)
     return {
         "ids": ids[order], "lengths": lengths[order],
         "labels": labels[order].astype(np.float32), "aids": aids,
-        "source_rows": order.astype(np.int64), "task_aids": task_aids.astype(np.int64),
+        "source_rows": order.astype(np.int64), "user_ids": user_ids[order],
+        "has_uid": np.array([has_uid], dtype=np.int8), "task_aids": task_aids.astype(np.int64),
         "task_offsets": np.append(starts, n).astype(np.int64),
     }
 
