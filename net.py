@@ -111,8 +111,9 @@ class MetaHeacNet(nn.Layer):
         """rows [B, C] index params['embedding'] (the whole table, or a slice of
         the rows a task touches with rows remapped into it)."""
         p = params if params is not None else dict(self.named_parameters())
-        B = rows.shape[0]
-        emb = paddle.gather(p["embedding"], rows.reshape([-1])).reshape([B, -1, self.embed_dim])  # [B, C, E]
+        E, K = self.embed_dim, self.num_expert
+        # Shapes use -1 for the batch so the layer also exports with a dynamic batch.
+        emb = paddle.gather(p["embedding"], rows.reshape([-1])).reshape([-1, self.schema.num_id_cols, E])  # [B, C, E]
         static, seq, ad = paddle.split(emb, self.split_sizes, axis=1)  # [B,Fs,E] [B,W,E] [B,Fa,E]
 
         # Masked mean of each sequence field over its first `length` ids.
@@ -122,11 +123,12 @@ class MetaHeacNet(nn.Layer):
         pooled = paddle.matmul(self.seq_pool, seq * weight.unsqueeze(-1))                 # [B, Fq, E]
 
         user = paddle.concat([static, pooled], axis=1)                                    # [B, F, E]
-        task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1).reshape([B, -1])  # [B, (Fa+1)E]
+        task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
+        task = task.reshape([-1, (len(self.schema.ad) + 1) * E])                           # [B, (Fa+1)E]
 
-        K = self.num_expert
-        h = paddle.nn.functional.relu(paddle.matmul(user.reshape([B, -1]), p["expert_w0"]) + p["expert_b0"])
-        h = h.reshape([B, K, -1]).transpose([1, 0, 2])                                    # [K, B, h0]
+        user = user.reshape([-1, self.schema.num_user_fields * E])                         # [B, F*E]
+        h = paddle.nn.functional.relu(paddle.matmul(user, p["expert_w0"]) + p["expert_b0"])
+        h = h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2])                    # [K, B, h0]
         for i in range(1, len(self.mlp_dims)):
             h = paddle.nn.functional.relu(paddle.bmm(h, p[f"expert_w{i}"]) + p[f"expert_b{i}"])  # [K, B, hi]
 

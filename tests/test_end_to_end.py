@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = ["hyper_parameters.embed_dim=8", "hyper_parameters.mlp_dims=[16,16]", "hyper_parameters.batch_size=64"]
 
 
-def run(script, *overrides, cwd):
-    cmd = [sys.executable, os.path.join(ROOT, script), "-m", os.path.join(ROOT, "config.yaml"), "-o", *overrides]
+def run(script, *overrides, cwd, extra=()):
+    cmd = [sys.executable, os.path.join(ROOT, script), "-m", os.path.join(ROOT, "config.yaml"), *extra,
+           "-o", *overrides]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
@@ -120,3 +121,78 @@ def test_training_is_reproducible(tiny_config, tmp_path):
         states.append(paddle.load(str(tmp_path / name / "0" / "rec.pdparams")))
     for key in states[0]:
         np.testing.assert_array_equal(states[0][key].numpy(), states[1][key].numpy(), err_msg=key)
+
+
+def test_expand_matches_infer_audience(trained):
+    import pandas as pd
+
+    work, _ = trained
+    common = ["runner.infer_load_path=out", "runner.infer_start_epoch=2", "runner.infer_end_epoch=3",
+              "runner.audience_fraction=0.2", *MODEL]
+    run("infer.py", "runner.test_data_dir=data/test_hot", "runner.output_dir=hot", *common, cwd=work)
+    aid = int(pd.read_csv(work / "hot" / "campaigns.csv")["aid"][0])
+    for stage in (1, 2):
+        frame = pd.read_pickle(work / "data" / "test_hot" / f"test_stage{stage}.pkl")
+        frame[frame["aid"] == aid].to_pickle(work / f"one_stage{stage}.pkl")
+    log = run("tools/expand.py", *common, cwd=work, extra=["--seeds", "one_stage1.pkl",
+                                                           "--candidates", "one_stage2.pkl", "--out", "aud.csv"])
+    assert f"campaign {aid}" in log
+    expanded = pd.read_csv(work / "aud.csv")
+    inferred = pd.read_csv(work / "hot" / "audience" / f"{aid}.csv")
+    assert list(expanded.columns) == ["rank", "uid", "score"]
+    assert list(expanded["uid"]) == list(inferred["uid"])
+    np.testing.assert_allclose(expanded["score"], inferred["score"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("campaign", [False, True])
+def test_export_matches_dygraph(trained, campaign):
+    import pandas as pd
+    from paddle import inference
+
+    from tools.campaign import finetune_campaign, read_campaign_file
+    from tools.utils.config import load_config
+    from tools.utils.meta import merged_state
+
+    work, _ = trained
+    overrides = ["runner.infer_load_path=out", "runner.infer_start_epoch=2", "runner.infer_end_epoch=3", *MODEL]
+    out = work / ("export_campaign" if campaign else "export_meta")
+    extra = ["--out", str(out)]
+    if campaign:
+        frame = pd.read_pickle(work / "data" / "test_cold" / "test_stage1.pkl")
+        frame[frame["aid"] == frame["aid"].iloc[0]].to_pickle(work / "seeds.pkl")
+        extra += ["--seeds", "seeds.pkl"]
+    run("tools/export.py", *overrides, cwd=work, extra=extra)
+
+    # the same model in dygraph
+    config = load_config(os.path.join(ROOT, "config.yaml"), overrides, cwd=str(work))
+    from dygraph_model import DygraphModel
+    from tools.utils.checkpoint import load_checkpoint
+    model = DygraphModel().create_model(config)
+    load_checkpoint(str(work / "out" / "2"), model)
+    if campaign:
+        seeds = read_campaign_file(str(work / "seeds.pkl"), config)
+        params, uniq, _, _ = finetune_campaign(model, seeds, config)
+        model.set_state_dict(merged_state(model, params, uniq))
+    model.eval()
+    schema = model.schema
+    frame = pd.read_pickle(work / "data" / "test_hot" / "test_stage2.pkl").iloc[:300]
+    static = frame[[f.name for f in schema.static]].to_numpy().astype("int64")
+    seq = np.concatenate([np.stack(frame[f.name].to_numpy()) for f in schema.sequence], 1).astype("int64")
+    lengths = frame[[f.length_col for f in schema.sequence]].to_numpy().astype("int64")
+    ad = frame[[f.name for f in schema.ad]].to_numpy().astype("int64")
+    inputs = [static, seq, lengths, ad]
+    want = model([paddle.to_tensor(x) for x in inputs]).numpy()
+
+    loaded = paddle.jit.load(str(out / "model"))
+    got = loaded(*[paddle.to_tensor(x) for x in inputs]).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    predictor = inference.create_predictor(inference.Config(str(out / "model.json"), str(out / "model.pdiparams")))
+    for name, x in zip(predictor.get_input_names(), inputs):
+        handle = predictor.get_input_handle(name)
+        handle.reshape(x.shape)
+        handle.copy_from_cpu(x)
+    predictor.run()
+    served = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    np.testing.assert_allclose(served.reshape(-1), want, atol=1e-5)
+    assert predictor.get_input_names() == ["static_ids", "seq_ids", "seq_lengths", "ad_ids"]

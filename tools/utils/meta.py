@@ -104,17 +104,19 @@ def campaign_params(net, uniq):
     return params
 
 
-def finetune_and_score(net, stage1, stage2, config, rng):
-    """Fine-tune a copy of `net` on a campaign's seed set and score its candidates.
+def finetune(net, stage1, config, rng, other_rows=()):
+    """Fine-tune a copy of `net` on a campaign's seed set.
 
-    stage1/stage2: dicts of numpy arrays rows [n, C] (table rows), lengths
-    [n, Fq], labels [n]. Adam with runner.infer_train_epoch epochs over the
-    shuffled seed set, as PaddleRec does; the network itself is not modified.
-    Returns (scores [n2] float32 numpy, number of optimizer steps).
+    stage1: dict of numpy arrays rows [n, C] (table rows), lengths [n, Fq],
+    labels [n]. Adam (local_test_learning_rate) for runner.infer_train_epoch
+    epochs over the shuffled seed set, as PaddleRec does; `net` itself is not
+    modified. `other_rows` (e.g. the candidates' rows) are included in the
+    embedding cut and returned remapped into it.
+    Returns (params, uniq [U] table rows of params["embedding"], remapped
+    other_rows, optimizer steps).
     """
     batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
-    epochs = config["runner.infer_train_epoch"]
-    uniq, (rows1, rows2) = remap_rows([stage1["rows"], stage2["rows"]], net.schema.num_rows)
+    uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
     params = campaign_params(net, paddle.to_tensor(uniq))
     optimizer = paddle.optimizer.Adam(
         learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
@@ -123,7 +125,7 @@ def finetune_and_score(net, stage1, stage2, config, rng):
     len1_t = paddle.to_tensor(stage1["lengths"])
     lab1_t = paddle.to_tensor(stage1["labels"])
     n1, steps = rows1.shape[0], 0
-    for _ in range(epochs):
+    for _ in range(config["runner.infer_train_epoch"]):
         order = paddle.to_tensor(rng.permutation(n1))
         for start in range(0, n1, batch):
             idx = order[start:start + batch]
@@ -133,11 +135,35 @@ def finetune_and_score(net, stage1, stage2, config, rng):
             optimizer.step()
             optimizer.clear_grad()
             steps += 1
+    return params, uniq, others, steps
+
+
+def score(net, params, rows, lengths, batch):
+    """Click probabilities [n] (numpy float32) of rows [n, C] under `params`."""
     scores = []
     with paddle.no_grad():
-        len2 = stage2["lengths"]
-        for start in range(0, rows2.shape[0], batch):
-            prob = net.forward_rows(paddle.to_tensor(rows2[start:start + batch]),
-                                    paddle.to_tensor(len2[start:start + batch]), params)
+        for start in range(0, rows.shape[0], batch):
+            prob = net.forward_rows(paddle.to_tensor(rows[start:start + batch]),
+                                    paddle.to_tensor(lengths[start:start + batch]), params)
             scores.append(prob.numpy())
-    return np.concatenate(scores).astype(np.float32), steps
+    return np.concatenate(scores).astype(np.float32)
+
+
+def finetune_and_score(net, stage1, stage2, config, rng):
+    """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], steps)."""
+    params, _, (rows2,), steps = finetune(net, stage1, config, rng, [stage2["rows"]])
+    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
+    return score(net, params, rows2, stage2["lengths"], batch), steps
+
+
+def merged_state(net, params, uniq):
+    """The full model's state dict with a campaign's fine-tuned parameters in it."""
+    state = {}
+    for name, p in net.named_parameters():
+        if name == "embedding":
+            table = p.numpy().copy()
+            table[uniq] = params[name].numpy()
+            state[name] = paddle.to_tensor(table)
+        else:
+            state[name] = params[name].detach()
+    return state

@@ -73,19 +73,22 @@ def list_files(directory, key):
                   if os.path.isfile(os.path.join(directory, f)))
 
 
-def run_cli(description, job, argv=None):
-    """Parse -m/-o, load the config, set threads, run `job(config)`.
+def run_cli(description, job, argv=None, add_args=None):
+    """Parse -m/-o (and the tool's own options, if `add_args`), load the
+    config, set threads, run `job(config)` (or `job(config, args)`).
 
     Bad config, bad data and missing files end with their message and a
     non-zero exit (2 for config errors), not a traceback.
     """
     parser = add_cli_args(argparse.ArgumentParser(description=description))
+    if add_args:
+        add_args(parser)
     args = parser.parse_args(argv)
     setup_logging()
     try:
         config = load_config(args.config_yaml, args.opt)
         configure_threads(config)
-        return job(config)
+        return job(config, args) if add_args else job(config)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -1,0 +1,47 @@
+"""Load a meta-trained checkpoint and fine-tune it for one campaign; shared by
+tools/export.py and tools/expand.py."""
+import os
+
+import numpy as np
+
+from tools.utils import meta, runtime
+from tools.utils.checkpoint import load_checkpoint
+from tools.utils.schema import schema_from_config
+from tools.utils.task_store import DataError, convert_frame, read_dataframe
+
+log = runtime.logger
+
+
+def load_model(config, epoch=None):
+    """(DygraphModel, network with the checkpoint of `epoch` (default: the last
+    evaluated one, runner.infer_end_epoch - 1), checkpoint path)."""
+    runtime.seed_everything(config["runner.seed"])
+    runtime.set_device(config)
+    dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
+    model = dy_model_class.create_model(config)
+    model.eval()
+    root = config["runner.infer_load_path"] or config["runner.model_save_path"]
+    epoch = config["runner.infer_end_epoch"] - 1 if epoch is None else epoch
+    path = load_checkpoint(os.path.join(root, str(epoch)), model, key="runner.infer_load_path")
+    return dy_model_class, model, path
+
+
+def read_campaign_file(path, config):
+    """One campaign's rows from a processed-layout pickle: dict of numpy arrays
+    (rows as fused-table rows) plus user ids, validated like any split."""
+    schema = schema_from_config(config)
+    arrays = convert_frame(read_dataframe(path), schema, path)
+    if len(arrays["task_aids"]) > 1:
+        raise DataError(f"{path}: holds {len(arrays['task_aids'])} campaigns ({schema.task_col} "
+                        f"{arrays['task_aids'][:5].tolist()}...); give the rows of one campaign")
+    order = np.argsort(arrays["source_rows"])  # back to file order
+    return {"rows": arrays["ids"][order].astype(np.int64) + schema.col_offsets,
+            "lengths": arrays["lengths"][order], "labels": arrays["labels"][order],
+            "user_ids": arrays["user_ids"][order], "uses_uid": bool(arrays["has_uid"][0]),
+            "aid": int(arrays["task_aids"][0])}
+
+
+def finetune_campaign(model, seeds, config, other_rows=()):
+    """meta.finetune seeded from (runner.seed, aid), as infer does."""
+    rng = np.random.default_rng([config["runner.seed"], seeds["aid"]])
+    return meta.finetune(model, seeds, config, rng, other_rows)
