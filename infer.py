@@ -62,8 +62,14 @@ def evaluate(config):
     from tools.utils import metrics, report
     from tools.utils.checkpoint import load_checkpoint
 
+    from tools.utils import distributed
+
+    rank, size = distributed.world()
     runtime.seed_everything(config["runner.seed"])
     runtime.set_device(config)
+    distributed.init()
+    if rank > 0:  # rank 0 reports; the others only warn
+        runtime.logger.setLevel("WARNING")
     dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
     reader = runtime.load_module(config, config["runner.infer_reader_path"], "runner.infer_reader_path")
     test_dir = require(config, "runner.test_data_dir")
@@ -77,21 +83,31 @@ def evaluate(config):
         ckpt = load_checkpoint(os.path.join(load_root(config), str(epoch)), model, key="runner.infer_load_path")
         out_dir = output_dir(config, epoch)
         n = len(dataset)
-        log.info("epoch %d: evaluating %s on %d campaigns of %s", epoch, ckpt, n, test_dir)
+        mine = (n - rank + size - 1) // size  # campaigns rank, rank + size, ... are this rank's
+        log.info("epoch %d: evaluating %s on %d campaigns of %s%s", epoch, ckpt, n, test_dir,
+                 f" over {size} ranks" if size > 1 else "")
         start = time.time()
-        campaigns, all_labels, all_scores = [], [], []
+        local = []
         for i, campaign in enumerate(dataset):
+            if i % size != rank:
+                continue
             row, scores, audience = evaluate_campaign(dy_model_class, model, campaign, config)
             report.write_csv(os.path.join(out_dir, "audience", f"{row['aid']}.csv"), audience, id_name)
-            campaigns.append(row)
-            all_labels.append(campaign["stage2"]["labels"])
-            all_scores.append(scores)
-            elapsed = time.time() - start
+            local.append((i, row, campaign["stage2"]["labels"], scores))
+            elapsed, count = time.time() - start, len(local)
             note = "" if row["auc"] is not None else "  (AUC undefined: candidates of one class)"
             log.info("[%d/%d] aid %s: seeds %d, candidates %d, AUC %s, P@5%% %s, R@5%% %s, %d steps, %.2fs | "
-                     "elapsed %.0fs, remaining ~%.0fs%s", i + 1, n, row["aid"], row["seed_rows"], row["candidates"],
-                     metrics.fmt(row["auc"]), metrics.fmt(row["precision@5%"]), metrics.fmt(row["recall@5%"]),
-                     row["finetune_steps"], row["seconds"], elapsed, elapsed / (i + 1) * (n - i - 1), note)
+                     "elapsed %.0fs, remaining ~%.0fs%s", count, mine, row["aid"], row["seed_rows"],
+                     row["candidates"], metrics.fmt(row["auc"]), metrics.fmt(row["precision@5%"]),
+                     metrics.fmt(row["recall@5%"]), row["finetune_steps"], row["seconds"], elapsed,
+                     elapsed / count * (mine - count), note)
+        # every rank's campaigns, back in dataset order (rank 0 reports)
+        gathered = sorted((item for part in distributed.gather(local) for item in part), key=lambda t: t[0])
+        if rank > 0:
+            continue
+        campaigns = [row for _, row, _, _ in gathered]
+        all_labels = [labels for _, _, labels, _ in gathered]
+        all_scores = [scores for _, _, _, scores in gathered]
         undefined = [c["aid"] for c in campaigns if c["auc"] is None]
         if undefined:
             log.warning("AUC undefined for %d campaign(s) whose candidates are all one class: %s",

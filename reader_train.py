@@ -34,6 +34,7 @@ class RecDataset(IterableDataset):
         self.task_count = config["hyper_parameters.task_count"]
         self.seed = config["runner.seed"]
         self.epoch = 0
+        self.rank, self.world = 0, 1
         self.stores = [open_store(f, self.schema, config.get("runner.cache_dir")) for f in files]
         # every campaign of every file: (store, first row, end row)
         self.tasks = [(s, int(a), int(b)) for s in self.stores
@@ -51,8 +52,13 @@ class RecDataset(IterableDataset):
                     self.num_rows, len(self.tasks), self.num_batches())
 
     def num_batches(self):
-        """Meta-batches per epoch: ceil(rows / batch_size), as PaddleRec and the authors."""
-        return math.ceil(self.num_rows / self.batch_size)
+        """Meta-batches per epoch: ceil(rows / batch_size), as PaddleRec and the
+        authors; shared out over ranks in data-parallel training."""
+        return math.ceil(self.num_rows / self.batch_size / self.world)
+
+    def set_rank(self, rank, world):
+        """Data-parallel training: this rank draws its own tasks."""
+        self.rank, self.world = rank, world
 
     def samples_per_batch(self):
         return 2 * self.task_count * self.batch_size
@@ -61,7 +67,8 @@ class RecDataset(IterableDataset):
         self.epoch = epoch
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
+        key = [self.seed, self.epoch] if self.world == 1 else [self.seed, self.epoch, self.rank]
+        rng = np.random.default_rng(key)
         self.epoch += 1
         for _ in range(self.num_batches()):
             picks = rng.choice(len(self.tasks), size=self.task_count, replace=True, p=self.task_probs)

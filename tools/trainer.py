@@ -8,13 +8,15 @@ meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams.
 """
 import math
 import os
+import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.utils import runtime  # noqa: E402
-from tools.utils.config import require  # noqa: E402
+from tools.utils.config import ConfigError, require  # noqa: E402
+from tools.utils.task_store import DataError  # noqa: E402
 
 log = runtime.logger
 
@@ -50,18 +52,16 @@ class Progress:
         self.reset()
 
 
-def train(config):
-    # paddle is imported here, after run_cli has set the thread variables
-    from tools.utils.checkpoint import load_checkpoint, read_state, save_checkpoint
-    from tools.utils.prefetch import prefetch
+def _setup(config, rank, size):
+    """Reader, model, optimizer and the first epoch (resume), on every rank."""
+    from tools.utils.checkpoint import load_checkpoint, read_state
 
-    runtime.seed_everything(config["runner.seed"])
-    device = runtime.set_device(config)
     dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
     reader = runtime.load_module(config, config["runner.train_reader_path"], "runner.train_reader_path")
     files = runtime.list_files(require(config, "runner.train_data_dir"), "runner.train_data_dir")
     dataset = reader.RecDataset(files, config)
-
+    if hasattr(dataset, "set_rank"):
+        dataset.set_rank(rank, size)
     model = dy_model_class.create_model(config)
     optimizer = dy_model_class.create_optimizer(model, config, "train")
     first_epoch = 0
@@ -71,10 +71,38 @@ def train(config):
         if state:  # resume: a finished epoch continues with the next, an interrupted one is redone
             first_epoch = state["epoch"] + (1 if state["complete"] else 0)
         log.info("initialised from %s; training epochs %d..%d", loaded, first_epoch, config["runner.epochs"] - 1)
+    return dy_model_class, dataset, model, optimizer, first_epoch
+
+
+def train(config):
+    # paddle is imported here, after run_cli has set the thread variables
+    from tools.utils import distributed
+    from tools.utils.checkpoint import save_checkpoint
+    from tools.utils.prefetch import prefetch
+
+    rank, size = distributed.world()
+    runtime.seed_everything(config["runner.seed"])
+    device = runtime.set_device(config)
+    distributed.init()
+    if rank > 0:  # rank 0 reports; the others only warn
+        runtime.logger.setLevel("WARNING")
+    error = setup = None
+    try:
+        setup = _setup(config, rank, size)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+        error = exc
+    distributed.check_all(error)
+    dy_model_class, dataset, model, optimizer, first_epoch = setup
+    distributed.broadcast_parameters(model)
+
     metric_list, _ = dy_model_class.create_metrics()
     n_params = sum(int(math.prod(p.shape)) for p in model.parameters())
     log.info("model: %s parameters, %s, device %s, MKL threads %s", f"{n_params:,}", model.schema,
              device, os.environ.get("MKL_NUM_THREADS"))
+    if size > 1:
+        log.info("data parallel over %d ranks: effective meta-batch %d tasks (task_count %d per rank), "
+                 "gradients averaged every step", size, size * config["hyper_parameters.task_count"],
+                 config["hyper_parameters.task_count"])
 
     epochs, save_root = config["runner.epochs"], config["runner.model_save_path"]
     skip_nonfinite = config["runner.nonfinite_loss"] == "skip"
@@ -82,6 +110,13 @@ def train(config):
     count_samples = getattr(dy_model_class, "num_samples", lambda batch: 0)
     progress = Progress(n_batches, config["runner.print_interval"])
     run_start, total_batches, total_samples, last_loss = time.time(), 0, 0, float("nan")
+
+    def save(name, epoch, complete, done):
+        if rank == 0:
+            return save_checkpoint(save_root, name, model, optimizer, config,
+                                   {"epoch": epoch, "complete": complete, "meta_batches_done": done})
+        return os.path.join(save_root, str(name))
+
     with runtime.StopOnSignal() as stop:
         for epoch in range(first_epoch, epochs):
             if hasattr(dataset, "set_epoch"):
@@ -95,9 +130,10 @@ def train(config):
                 reader_s = time.time() - wait_start
                 step_start = time.time()
                 loss, metric_list, _ = dy_model_class.train_forward(model, metric_list, batch, config)
-                loss_value = float(loss)
+                loss_value, stopping = distributed.agree(float(loss), stop.signum is not None)
                 if math.isfinite(loss_value):
                     loss.backward()
+                    distributed.average_gradients(model)
                     optimizer.step()
                 elif skip_nonfinite:
                     skipped += 1
@@ -109,24 +145,22 @@ def train(config):
                         f"checkpoint is written. Lower hyper_parameters.optimizer.global_learning_rate or "
                         f"local_lr, check the data, or set runner.nonfinite_loss=skip")
                 optimizer.clear_grad()
-                samples = count_samples(batch)
+                samples = count_samples(batch) * size
                 done += 1
                 epoch_samples += samples
                 epoch_loss += loss_value if math.isfinite(loss_value) else 0.0
                 progress.add(reader_s, time.time() - step_start, loss_value, samples)
                 progress.maybe_log(epoch, batch_id)
-                if stop.signum:
-                    path = save_checkpoint(save_root, "interrupted", model, optimizer, config,
-                                           {"epoch": epoch, "complete": False, "meta_batches_done": done})
-                    log.warning("stopped by signal %d at epoch %d, meta-batch %d; saved %s. Resume with "
-                                "-o runner.model_init_path=%s", stop.signum, epoch, done, path, path)
-                    raise SystemExit(128 + stop.signum)
+                if stopping:
+                    path = save("interrupted", epoch, False, done)
+                    log.warning("stopped by signal at epoch %d, meta-batch %d; saved %s. Resume with "
+                                "-o runner.model_init_path=%s", epoch, done, path, path)
+                    raise SystemExit(128 + (stop.signum or signal.SIGTERM))
                 wait_start = time.time()
             if done == 0:
                 raise RuntimeError("the training reader produced no meta-batch; check runner.train_data_dir")
             last_loss = epoch_loss / max(done - skipped, 1)
-            path = save_checkpoint(save_root, epoch, model, optimizer, config,
-                                   {"epoch": epoch, "complete": True, "meta_batches_done": done})
+            path = save(epoch, epoch, True, done)
             took = time.time() - epoch_start
             log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %.1fs (%.0f samples/s), saved %s",
                      epoch, done, f" ({skipped} skipped)" if skipped else "", last_loss, took,
@@ -137,7 +171,7 @@ def train(config):
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %.1fs; final epoch loss %.5f; "
              "checkpoints in %s", epochs - first_epoch, total_batches, total_samples, took, last_loss, save_root)
     return {"epochs": epochs - first_epoch, "meta_batches": total_batches, "seconds": took, "loss": last_loss,
-            "model_save_path": save_root}
+            "model_save_path": save_root, "model": model}
 
 
 def main(argv=None):

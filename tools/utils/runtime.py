@@ -26,7 +26,9 @@ def configure_threads(config):
     up the matmuls (OMP>1 makes them several times slower after the first Adam
     step on Paddle 3.3.1), so only MKL_NUM_THREADS is raised.
     """
-    n = config.get("runner.num_threads") or os.cpu_count() or 1
+    # processes launched side by side on one machine share its cores
+    local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", 1))
+    n = config.get("runner.num_threads") or max(1, (os.cpu_count() or 1) // local_procs)
     os.environ.setdefault("MKL_NUM_THREADS", str(n))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -90,8 +92,21 @@ def run_cli(description, job, argv=None, add_args=None):
         configure_threads(config)
         return job(config, args) if add_args else job(config)
     except (ConfigError, DataError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
+        logger.error("%s%s", rank_prefix(), exc)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except Exception:
+        if int(os.environ.get("PADDLE_TRAINERS_NUM", 1)) > 1:
+            logger.error("%sfailed; if the error below comes from a collective (gloo/nccl), another rank failed "
+                         "first: its message is in %s/workerlog.<rank>", rank_prefix(),
+                         os.environ.get("PADDLE_LOG_DIR", "log"))
+        raise
+
+
+def rank_prefix():
+    """'rank N: ' in a multi-process run, so merged logs say who failed."""
+    if int(os.environ.get("PADDLE_TRAINERS_NUM", 1)) > 1:
+        return f"rank {os.environ.get('PADDLE_TRAINER_ID', '?')}: "
+    return ""
 
 
 class StopOnSignal:
