@@ -112,17 +112,30 @@ class MetaHeacNet(nn.Layer):
         the rows a task touches with rows remapped into it)."""
         p = params if params is not None else dict(self.named_parameters())
         E, K = self.embed_dim, self.num_expert
+        table = p["embedding"]
+        # One gather per group rather than one gather then a split: the split's
+        # backward (a concat into a zero tensor) costs more than the gathers.
         # Shapes use -1 for the batch so the layer also exports with a dynamic batch.
-        emb = paddle.gather(p["embedding"], rows.reshape([-1])).reshape([-1, self.schema.num_id_cols, E])  # [B, C, E]
-        static, seq, ad = paddle.split(emb, self.split_sizes, axis=1)  # [B,Fs,E] [B,W,E] [B,Fa,E]
+        sizes = [n for n in self.split_sizes if n]
+        groups = iter(paddle.split(rows, sizes, axis=1) if len(sizes) > 1 else [rows])
 
-        # Masked mean of each sequence field over its first `length` ids.
-        length = paddle.gather(seq_lengths.astype("int64"), self.seq_field_of_col, axis=1)  # [B, W]
-        weight = ((self.seq_pos < length).astype(emb.dtype)
-                  / paddle.clip(length, min=1).astype(emb.dtype))                          # [B, W]
-        pooled = paddle.matmul(self.seq_pool, seq * weight.unsqueeze(-1))                 # [B, Fq, E]
+        def lookup(n):  # [B, n] rows -> [B, n, E]
+            return paddle.gather(table, next(groups).reshape([-1])).reshape([-1, n, E])
 
-        user = paddle.concat([static, pooled], axis=1)                                    # [B, F, E]
+        n_static, width, n_ad = self.split_sizes
+        user_parts = [lookup(n_static)] if n_static else []                                # [B, Fs, E]
+        if width:
+            seq = lookup(width)                                                            # [B, W, E]
+            # Masked mean of each sequence field over its first `length` ids, as one
+            # bmm with a per-row pooling matrix (cheaper than weighting [B, W, E]).
+            length = paddle.gather(seq_lengths.astype("int64"), self.seq_field_of_col, axis=1)  # [B, W]
+            weight = ((self.seq_pos < length).astype(table.dtype)
+                      / paddle.clip(length, min=1).astype(table.dtype))                    # [B, W]
+            pool = self.seq_pool.unsqueeze(0) * weight.unsqueeze(1)                        # [B, Fq, W]
+            user_parts.append(paddle.bmm(pool, seq))                                       # [B, Fq, E]
+        ad = lookup(n_ad)                                                                  # [B, Fa, E]
+
+        user = paddle.concat(user_parts, axis=1) if len(user_parts) > 1 else user_parts[0]  # [B, F, E]
         task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
         task = task.reshape([-1, (len(self.schema.ad) + 1) * E])                           # [B, (Fa+1)E]
 

@@ -43,8 +43,10 @@ def random_task(schema, rng, batch=8):
     """One sampled task as reader_train draws it, before remapping (numpy)."""
     def rows_and_lengths():
         ids = rng.integers(0, schema.col_vocab, size=(batch, schema.num_id_cols))
-        lengths = np.stack([rng.integers(0, f.width + 1, size=batch) for f in schema.sequence], 1)
-        return ids + schema.col_offsets, lengths.astype(np.int32)
+        lengths = np.zeros((batch, len(schema.sequence)), dtype=np.int32)
+        for i, f in enumerate(schema.sequence):
+            lengths[:, i] = rng.integers(0, f.width + 1, size=batch)
+        return ids + schema.col_offsets, lengths
 
     (sup, sup_len), (qry, qry_len) = rows_and_lengths(), rows_and_lengths()
     labels = lambda: rng.integers(0, 2, size=batch).astype(np.float32)  # noqa: E731

@@ -97,6 +97,7 @@ def test_offsets_derived_from_the_schema(tiny_config):
     ([{"name": "a", "group": "static", "vocab_size": 3}, {"name": "a", "group": "ad", "vocab_size": 3}],
      "duplicate field names"),
     ([{"name": "a", "group": "ad", "vocab_size": 3}], "at least one static or sequence"),
+    ([{"name": "a", "group": "static", "vocab_size": 3}], "at least one ad field"),
 ])
 def test_bad_features_are_named(tiny_config, features, needle):
     with pytest.raises(ConfigError) as err:

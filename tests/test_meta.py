@@ -198,3 +198,13 @@ def test_meta_step_leaves_layer_parameters_untouched(tiny_config):
     meta.meta_train_loss(net, meta_batch(config, 2, seed=15), local_lr=0.5, order=2, inner_steps=2)
     for n, p in net.named_parameters():
         np.testing.assert_array_equal(before[n], p.numpy())
+
+
+@pytest.mark.parametrize("drop", ["static", "sequence"])
+def test_schemas_without_a_user_group(tiny_config, drop):
+    from conftest import TINY_FEATURES
+    features = [f for f in TINY_FEATURES if f["group"] != drop]
+    config = tiny_config(hyper={"features": features})
+    net = build(config)
+    _, grads = meta_grads(net, meta_batch(config, 2, seed=3), local_lr=0.5, order=2, inner_steps=1)
+    assert all(np.abs(g).sum() > 0 for g in grads.values())

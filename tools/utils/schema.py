@@ -54,6 +54,9 @@ class FeatureSchema:
         by_group = {g: [f for f in fields if f.group == g] for g in GROUPS}
         if not by_group["static"] and not by_group["sequence"]:
             raise ConfigError("feature schema: at least one static or sequence (user) field is needed")
+        if not by_group["ad"]:
+            raise ConfigError("feature schema: at least one ad field is needed (the gates' input describes "
+                              "the campaign)")
         ordered, offset = [], 0
         for g in GROUPS:
             for f in by_group[g]:
