@@ -6,7 +6,7 @@ itself; infer uses ``finetune_and_score`` for each campaign.
 import paddle
 
 import net
-from tools.utils import meta
+from tools.utils import finetune, meta
 from tools.utils.schema import schema_from_config
 
 
@@ -18,7 +18,8 @@ class DygraphModel:
             embed_dim=config["hyper_parameters.embed_dim"],
             mlp_dims=config["hyper_parameters.mlp_dims"],
             num_expert=config["hyper_parameters.num_expert"],
-            num_output=config["hyper_parameters.num_output"])
+            num_output=config["hyper_parameters.num_output"],
+            dropout=config["hyper_parameters.dropout"])
 
     def create_feeds(self, batch, config):
         """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""
@@ -30,9 +31,14 @@ class DygraphModel:
         return net.bce_loss(pred, label)
 
     def create_optimizer(self, dy_model, config, mode="train"):
-        key = ("hyper_parameters.optimizer.global_learning_rate" if mode == "train"
-               else "hyper_parameters.optimizer.local_test_learning_rate")
-        return paddle.optimizer.Adam(learning_rate=config[key], parameters=dy_model.parameters())
+        if mode != "train":  # per-campaign fine-tuning builds its own (tools/utils/meta.py)
+            return paddle.optimizer.Adam(learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
+                                         parameters=dy_model.parameters())
+        decay = config["hyper_parameters.optimizer.weight_decay"]
+        return paddle.optimizer.Adam(
+            learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
+            parameters=dy_model.parameters(),
+            weight_decay=paddle.regularizer.L2Decay(decay) if decay else None)
 
     def create_metrics(self):
         return [], []  # AUC is computed exactly at infer time (tools/utils/metrics.py)
@@ -62,4 +68,4 @@ class DygraphModel:
 
     def finetune_and_score(self, dy_model, campaign, config, rng):
         """Fine-tune a copy of the meta-learned model on the campaign's seeds, score its candidates."""
-        return meta.finetune_and_score(dy_model, campaign["stage1"], campaign["stage2"], config, rng)
+        return finetune.finetune_and_score(dy_model, campaign["stage1"], campaign["stage2"], config, rng)

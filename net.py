@@ -38,9 +38,10 @@ class MetaHeacNet(nn.Layer):
     K experts, H expert output size, O critics.
     """
 
-    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output):
+    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0):
         super().__init__()
         self.schema = schema
+        self.dropout = dropout  # on expert hidden units, in training mode only
         self.embed_dim = E = embed_dim
         self.num_expert = K = num_expert
         self.mlp_dims = list(mlp_dims)
@@ -141,15 +142,22 @@ class MetaHeacNet(nn.Layer):
 
         user = user.reshape([-1, self.schema.num_user_fields * E])                         # [B, F*E]
         h = paddle.nn.functional.relu(paddle.matmul(user, p["expert_w0"]) + p["expert_b0"])
-        h = h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2])                    # [K, B, h0]
+        h = self._dropout(h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2]))      # [K, B, h0]
         for i in range(1, len(self.mlp_dims)):
-            h = paddle.nn.functional.relu(paddle.bmm(h, p[f"expert_w{i}"]) + p[f"expert_b{i}"])  # [K, B, hi]
+            h = self._dropout(paddle.nn.functional.relu(paddle.bmm(h, p[f"expert_w{i}"]) + p[f"expert_b{i}"]))  # [K, B, hi]
 
         expert_gate = self._gate(task, p, "expert_gate")                                  # [B, K]
         mixed = (h * expert_gate.transpose([1, 0]).unsqueeze(-1)).sum(axis=0)             # [B, H]
         critics = paddle.nn.functional.sigmoid(paddle.matmul(mixed, p["critic_w"]) + p["critic_b"])  # [B, O]
         critic_gate = self._gate(task, p, "critic_gate")                                  # [B, O]
         return (critics * critic_gate).sum(axis=1)                                        # [B]
+
+    def _dropout(self, h):
+        """Inverted dropout as a mask product (F.dropout has no double grad)."""
+        if not self.training or self.dropout <= 0:
+            return h
+        keep = (paddle.rand(h.shape, dtype=h.dtype) >= self.dropout).astype(h.dtype)
+        return h * keep / (1.0 - self.dropout)
 
     @staticmethod
     def _gate(task, p, name):

@@ -3,8 +3,9 @@ support and a query batch of `batch_size` rows, sampled from the task store.
 
 Sampling is O(batch) per task whatever the dataset size: campaigns are
 contiguous row ranges of the store. Support and query are drawn independently
-from the campaign (as in the authors' code and PaddleRec); a campaign with
-fewer rows than the batch size is sampled with replacement instead of failing.
+from the campaign (as in the authors' code and PaddleRec), or from disjoint
+rows with hyper_parameters.support_query=disjoint; a campaign with fewer rows
+than needed is sampled with replacement instead of failing.
 Campaigns are drawn with probability set by hyper_parameters.task_sampling:
 ``normal`` proportional to rows, ``sqrt`` to sqrt(rows), ``unit`` uniform.
 """
@@ -32,6 +33,7 @@ class RecDataset(IterableDataset):
         self.col_offsets = self.schema.col_offsets
         self.batch_size = config["hyper_parameters.batch_size"]
         self.task_count = config["hyper_parameters.task_count"]
+        self.disjoint = config["hyper_parameters.support_query"] == "disjoint"
         self.seed = config["runner.seed"]
         self.epoch = 0
         self.rank, self.world = 0, 1
@@ -75,16 +77,30 @@ class RecDataset(IterableDataset):
             tasks = [self._task(self.tasks[t], rng) for t in picks]
             yield build_meta_batch(tasks, self.schema.num_rows)
 
-    def _sample(self, store, start, end, rng):
-        n = end - start
-        rows = start + rng.choice(n, size=self.batch_size, replace=n < self.batch_size)
+    def _pick(self, start, end, rng):
+        """Row indices of the support and the query batch of one campaign."""
+        n, b = end - start, self.batch_size
+        if not self.disjoint:
+            return (start + rng.choice(n, size=b, replace=n < b), start + rng.choice(n, size=b, replace=n < b))
+        if n >= 2 * b:
+            rows = start + rng.choice(n, size=2 * b, replace=False)
+            return rows[:b], rows[b:]
+        # too small for two disjoint batches: split the campaign in halves and
+        # draw each batch from its own half (with replacement)
+        rows = start + rng.permutation(n)
+        half = max(n // 2, 1)
+        query_pool = rows[half:] if n > 1 else rows
+        return rng.choice(rows[:half], size=b), rng.choice(query_pool, size=b)
+
+    def _take(self, store, rows):
         ids, lengths, labels = store.take(rows)
         return ids.astype(np.int64) + self.col_offsets, lengths, labels
 
     def _task(self, task, rng):
         store, start, end = task
-        sup_rows, sup_len, sup_y = self._sample(store, start, end, rng)
-        qry_rows, qry_len, qry_y = self._sample(store, start, end, rng)
+        sup, qry = self._pick(start, end, rng)
+        sup_rows, sup_len, sup_y = self._take(store, sup)
+        qry_rows, qry_len, qry_y = self._take(store, qry)
         return {"aid": int(store.aids[start]),
                 "sup_rows": sup_rows, "sup_lengths": sup_len, "sup_labels": sup_y,
                 "qry_rows": qry_rows, "qry_lengths": qry_len, "qry_labels": qry_y}

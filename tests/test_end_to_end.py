@@ -151,7 +151,7 @@ def test_export_matches_dygraph(trained, campaign):
 
     from tools.campaign import finetune_campaign, read_campaign_file
     from tools.utils.config import load_config
-    from tools.utils.meta import merged_state
+    from tools.utils.finetune import merged_state
 
     work, _ = trained
     overrides = ["runner.infer_load_path=out", "runner.infer_start_epoch=2", "runner.infer_end_epoch=3", *MODEL]

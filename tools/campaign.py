@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from tools.utils import meta, runtime
+from tools.utils import finetune, runtime
 from tools.utils.checkpoint import load_checkpoint
 from tools.utils.schema import schema_from_config
 from tools.utils.task_store import DataError, convert_frame, read_dataframe
@@ -42,6 +42,6 @@ def read_campaign_file(path, config):
 
 
 def finetune_campaign(model, seeds, config, other_rows=()):
-    """meta.finetune seeded from (runner.seed, aid), as infer does."""
+    """finetune.finetune seeded from (runner.seed, aid), as infer does."""
     rng = np.random.default_rng([config["runner.seed"], seeds["aid"]])
-    return meta.finetune(model, seeds, config, rng, other_rows)
+    return finetune.finetune(model, seeds, config, rng, other_rows)

@@ -22,7 +22,7 @@ log = runtime.logger
 
 def expand(config, args):
     from tools.campaign import finetune_campaign, load_model, read_campaign_file
-    from tools.utils import meta, report
+    from tools.utils import finetune, report
 
     t0 = time.time()
     _, model, ckpt = load_model(config, args.epoch)
@@ -30,7 +30,7 @@ def expand(config, args):
     candidates = read_campaign_file(args.candidates, config)
     params, _, (rows,), steps = finetune_campaign(model, seeds, config, [candidates["rows"]])
     batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
-    scores = meta.score(model, params, rows, candidates["lengths"], batch)
+    scores = finetune.score(model, params, rows, candidates["lengths"], batch)
     k = report.audience_size(scores.size, config)
     id_name = config["hyper_parameters.user_id_col"] if candidates["uses_uid"] else "row"
     report.write_csv(args.out, report.ranked_audience(scores, candidates["user_ids"], k), id_name)

@@ -47,7 +47,7 @@ def export(config, args):
     import paddle
 
     from tools.campaign import finetune_campaign, load_model, read_campaign_file
-    from tools.utils.meta import merged_state
+    from tools.utils.finetune import merged_state
 
     _, model, ckpt = load_model(config, args.epoch)
     what = f"meta-learned model {ckpt}"

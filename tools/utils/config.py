@@ -24,6 +24,11 @@ def _non_negative(v):
     return v >= 0
 
 
+def _below_one(v):
+    """in [0, 1)"""
+    return 0 <= v < 1
+
+
 def _fraction(v):
     """in (0, 1]"""
     return 0 < v <= 1
@@ -56,6 +61,10 @@ SPEC = {
     "runner.infer_end_epoch": (int, 1, _positive, False, "evaluate epochs [infer_start_epoch, infer_end_epoch)"),
     "runner.infer_train_epoch": (int, 2, _non_negative, False, "fine-tune epochs over each campaign's seed set"),
     "runner.infer_batch_size": (int, None, _positive, False, "fine-tune/scoring batch (default: hyper_parameters.batch_size)"),
+    "runner.finetune_steps": (int, None, _positive, False, "fine-tune Adam steps per campaign (overrides infer_train_epoch)"),
+    "runner.finetune_params": (str, "all", _one_of("all", "no_embedding", "heads"), False, "what fine-tuning adapts: all, all but the embeddings, or the heads (gates and critics)"),
+    "runner.finetune_val_fraction": (float, 0.0, _below_one, False, "hold out this fraction of each seed set and keep the fine-tuned parameters with the best loss on it (0: off)"),
+    "runner.finetune_patience": (int, 5, _positive, False, "early stopping: steps without improvement on the held-out seeds"),
     "runner.output_dir": (str, None, None, True, "infer outputs: metrics.json, campaigns.csv, audience/, report.png (default: <infer_load_path>/<epoch>/infer_<split>)"),
     "runner.metrics_path": (str, None, None, True, "infer metrics JSON (default: <output_dir>/metrics.json)"),
     "runner.audience_fraction": (float, 0.05, _fraction, False, "audience size per campaign as a fraction of its candidates"),
@@ -84,17 +93,20 @@ SPEC = {
     "hyper_parameters.mlp_dims": (list, [64, 64], None, False, "expert MLP layer sizes (all layers applied)"),
     "hyper_parameters.num_expert": (int, 8, _positive, False, "number of experts"),
     "hyper_parameters.num_output": (int, 5, _positive, False, "number of critics"),
+    "hyper_parameters.dropout": (float, 0.0, _below_one, False, "dropout on expert hidden units during meta-training and fine-tuning"),
     # -- meta-learning --------------------------------------------------
     "hyper_parameters.task_count": (int, 5, _positive, False, "tasks (campaigns) per meta-batch"),
     "hyper_parameters.batch_size": (int, 1024, _positive, False, "support and query rows per task"),
     "hyper_parameters.local_lr": (float, 0.0002, _non_negative, False, "inner-loop SGD learning rate"),
     "hyper_parameters.meta_order": (int, 1, _one_of(1, 2), False, "1: first-order MAML (PaddleRec), 2: exact second order (authors)"),
     "hyper_parameters.inner_steps": (int, 1, _positive, False, "inner SGD steps per task"),
+    "hyper_parameters.support_query": (str, "independent", _one_of("independent", "disjoint"), False, "support and query rows drawn independently (may overlap; authors, PaddleRec) or from disjoint halves"),
     "hyper_parameters.task_sampling": (str, "normal", _one_of("normal", "sqrt", "unit"), False, "task probability: normal ∝ rows, sqrt ∝ sqrt(rows), unit uniform"),
     "hyper_parameters.adapt_embedding": (str, "rows", _one_of("rows", "table"), False, "inner step adapts only the rows a task touches (rows, fast) or the whole table (same result)"),
     "hyper_parameters.optimizer.class": (str, "adam", _one_of("adam", "Adam"), False, "outer optimizer (Adam)"),
     "hyper_parameters.optimizer.global_learning_rate": (float, 0.001, _positive, False, "outer (meta) Adam learning rate"),
     "hyper_parameters.optimizer.local_test_learning_rate": (float, 0.001, _positive, False, "per-campaign fine-tune Adam learning rate"),
+    "hyper_parameters.optimizer.weight_decay": (float, 0.0, _non_negative, False, "L2 weight decay of the outer (meta) Adam"),
     "hyper_parameters.optimizer.strategy": (str, "async", None, False, "PaddleRec compatibility, ignored"),
 }
 

@@ -1,9 +1,9 @@
-"""Adapting the network to a task: the MAML meta-training step and the
-per-campaign fine-tuning used at inference.
+"""The MAML meta-training step.
 
-Both work on a parameter *dict* passed to ``net.forward_rows`` instead of the
+It works on a parameter *dict* passed to ``net.forward_rows`` instead of the
 layer's own parameters, so nothing is mutated and the meta-learned
-initialisation stays intact.
+initialisation stays intact (per-campaign fine-tuning at inference, in
+finetune.py, does the same).
 
 Touched-row adaptation: a task only reads the embedding rows its ids point at.
 Gathering those rows into a small [U, E] tensor and remapping the ids into it
@@ -90,80 +90,3 @@ def build_meta_batch(tasks, num_rows):
         task_rows, (sup, qry) = remap_rows([t["sup_rows"], t["qry_rows"]], num_rows)
         out.append({**t, "idx": np.searchsorted(rows, task_rows), "sup_rows": sup, "qry_rows": qry})
     return {"rows": rows, "tasks": out}
-
-
-def campaign_params(net, uniq):
-    """Fresh trainable copies of the network's parameters for one campaign,
-    with the embedding table cut to the rows in `uniq`."""
-    params = {}
-    for name, p in net.named_parameters():
-        value = paddle.gather(p, uniq) if name == "embedding" else p
-        t = value.detach().clone()
-        t.stop_gradient = False
-        params[name] = t
-    return params
-
-
-def finetune(net, stage1, config, rng, other_rows=()):
-    """Fine-tune a copy of `net` on a campaign's seed set.
-
-    stage1: dict of numpy arrays rows [n, C] (table rows), lengths [n, Fq],
-    labels [n]. Adam (local_test_learning_rate) for runner.infer_train_epoch
-    epochs over the shuffled seed set, as PaddleRec does; `net` itself is not
-    modified. `other_rows` (e.g. the candidates' rows) are included in the
-    embedding cut and returned remapped into it.
-    Returns (params, uniq [U] table rows of params["embedding"], remapped
-    other_rows, optimizer steps).
-    """
-    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
-    uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
-    params = campaign_params(net, paddle.to_tensor(uniq))
-    optimizer = paddle.optimizer.Adam(
-        learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
-        parameters=list(params.values()))
-    rows1_t = paddle.to_tensor(rows1)
-    len1_t = paddle.to_tensor(stage1["lengths"])
-    lab1_t = paddle.to_tensor(stage1["labels"])
-    n1, steps = rows1.shape[0], 0
-    for _ in range(config["runner.infer_train_epoch"]):
-        order = paddle.to_tensor(rng.permutation(n1))
-        for start in range(0, n1, batch):
-            idx = order[start:start + batch]
-            prob = net.forward_rows(paddle.gather(rows1_t, idx), paddle.gather(len1_t, idx), params)
-            loss = bce_loss(prob, paddle.gather(lab1_t, idx))
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            steps += 1
-    return params, uniq, others, steps
-
-
-def score(net, params, rows, lengths, batch):
-    """Click probabilities [n] (numpy float32) of rows [n, C] under `params`."""
-    scores = []
-    with paddle.no_grad():
-        for start in range(0, rows.shape[0], batch):
-            prob = net.forward_rows(paddle.to_tensor(rows[start:start + batch]),
-                                    paddle.to_tensor(lengths[start:start + batch]), params)
-            scores.append(prob.numpy())
-    return np.concatenate(scores).astype(np.float32)
-
-
-def finetune_and_score(net, stage1, stage2, config, rng):
-    """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], steps)."""
-    params, _, (rows2,), steps = finetune(net, stage1, config, rng, [stage2["rows"]])
-    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
-    return score(net, params, rows2, stage2["lengths"], batch), steps
-
-
-def merged_state(net, params, uniq):
-    """The full model's state dict with a campaign's fine-tuned parameters in it."""
-    state = {}
-    for name, p in net.named_parameters():
-        if name == "embedding":
-            table = p.numpy().copy()
-            table[uniq] = params[name].numpy()
-            state[name] = paddle.to_tensor(table)
-        else:
-            state[name] = params[name].detach()
-    return state

@@ -1,0 +1,95 @@
+"""Per-campaign fine-tuning controls, dropout and disjoint support/query sampling."""
+import numpy as np
+import paddle
+import pytest
+
+from conftest import make_frame, random_task
+from dygraph_model import DygraphModel
+from tools.utils import finetune
+from tools.utils.schema import schema_from_config
+
+
+def setup(tiny_config, seed=0, **runner):
+    config = tiny_config(runner=runner)
+    paddle.seed(seed)
+    net = DygraphModel().create_model(config)
+    net.eval()
+    task = random_task(net.schema, np.random.default_rng(seed), batch=40)
+    stage1 = {"rows": task["sup_rows"], "lengths": task["sup_lengths"], "labels": task["sup_labels"]}
+    return config, net, stage1
+
+
+def run(config, net, stage1, seed=1):
+    return finetune.finetune(net, stage1, config, np.random.default_rng(seed))
+
+
+def changed(net, params, uniq):
+    own = dict(net.named_parameters())
+    out = {}
+    for name, t in params.items():
+        base = own[name].numpy()[uniq] if name == "embedding" else own[name].numpy()
+        out[name] = not np.array_equal(base, t.numpy())
+    return out
+
+
+def test_defaults_are_paddlerec_epochs_over_all_parameters(tiny_config):
+    config, net, stage1 = setup(tiny_config, infer_train_epoch=3)  # batch_size 8 -> 5 steps an epoch
+    before = {n: p.numpy().copy() for n, p in net.named_parameters()}
+    params, uniq, _, steps = run(config, net, stage1)
+    assert steps == 15
+    assert all(changed(net, params, uniq).values())
+    for n, p in net.named_parameters():  # the meta-learned model itself is untouched
+        np.testing.assert_array_equal(before[n], p.numpy())
+
+
+@pytest.mark.parametrize("group, frozen", [("heads", ("embedding", "expert_w0", "expert_b1")),
+                                           ("no_embedding", ("embedding",))])
+def test_parameter_groups(tiny_config, group, frozen):
+    config, net, stage1 = setup(tiny_config, finetune_params=group)
+    params, uniq, _, _ = run(config, net, stage1)
+    moved = changed(net, params, uniq)
+    for name in frozen:
+        assert not moved[name], name
+    assert moved["critic_w"] and moved["critic_gate_w1"]
+
+
+def test_step_budget_overrides_epochs(tiny_config):
+    config, net, stage1 = setup(tiny_config, finetune_steps=7, infer_train_epoch=50)
+    assert run(config, net, stage1)[3] == 7
+
+
+def test_early_stopping_on_held_out_seeds(tiny_config):
+    config, net, stage1 = setup(tiny_config, finetune_steps=400, finetune_val_fraction=0.3, finetune_patience=3)
+    params, uniq, _, steps = run(config, net, stage1)
+    assert steps < 400  # random labels: the held-out loss stops improving early
+    again = run(config, net, stage1)
+    assert again[3] == steps
+    for name in params:
+        np.testing.assert_array_equal(params[name].numpy(), again[0][name].numpy())
+
+
+def test_dropout_only_in_training_mode(tiny_config):
+    config = tiny_config(hyper={"dropout": 0.5})
+    net = DygraphModel().create_model(config)
+    task = random_task(net.schema, np.random.default_rng(0), batch=16)
+    rows, lengths = paddle.to_tensor(task["sup_rows"]), paddle.to_tensor(task["sup_lengths"])
+    net.train()
+    assert not np.array_equal(net.forward_rows(rows, lengths).numpy(), net.forward_rows(rows, lengths).numpy())
+    net.eval()
+    np.testing.assert_array_equal(net.forward_rows(rows, lengths).numpy(), net.forward_rows(rows, lengths).numpy())
+
+
+def test_disjoint_support_and_query(tiny_config, tmp_path):
+    from reader_train import RecDataset
+    config = tiny_config(hyper={"support_query": "disjoint", "batch_size": 8},
+                         runner={"cache_dir": str(tmp_path / "cache")})
+    schema = schema_from_config(config)
+    make_frame(schema, np.random.default_rng(0), [40, 9]).to_pickle(tmp_path / "train_stage1.pkl")
+    reader = RecDataset([str(tmp_path / "train_stage1.pkl")], config)
+    rng = np.random.default_rng(0)
+    for start, end in ((0, 40), (40, 49)):
+        for _ in range(20):
+            sup, qry = reader._pick(start, end, rng)
+            assert len(sup) == len(qry) == 8
+            assert set(sup.tolist()).isdisjoint(qry.tolist())
+            assert min(sup.min(), qry.min()) >= start and max(sup.max(), qry.max()) < end

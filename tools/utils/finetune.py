@@ -1,0 +1,142 @@
+"""Per-campaign fine-tuning of the meta-learned model, and scoring.
+
+A campaign gets fresh copies of the parameters (the embedding table cut to the
+rows its seeds and candidates use: Adam leaves rows without gradient
+unchanged, so this equals fine-tuning the whole model), trained with Adam on
+its seed set. What adapts, for how long and with what early stopping are
+config keys (runner.finetune_*); the defaults reproduce PaddleRec's fixed
+epochs over all parameters.
+"""
+import numpy as np
+import paddle
+
+from net import bce_loss
+from tools.utils.meta import remap_rows
+
+# runner.finetune_params -> which parameters adapt
+_HEADS = ("critic_", "expert_gate_")
+PARAM_GROUPS = {
+    "all": lambda name: True,
+    "no_embedding": lambda name: name != "embedding",
+    "heads": lambda name: name.startswith(_HEADS),
+}
+
+
+def campaign_params(net, uniq, trainable=PARAM_GROUPS["all"]):
+    """Copies of the network's parameters for one campaign, with the embedding
+    table cut to the rows in `uniq`; those selected by `trainable` get gradients."""
+    params = {}
+    for name, p in net.named_parameters():
+        value = paddle.gather(p, uniq) if name == "embedding" else p
+        t = value.detach().clone()
+        t.stop_gradient = not trainable(name)
+        params[name] = t
+    return params
+
+
+def _split_validation(n, fraction, labels, rng):
+    """Indices (train, validation) of the seed set; validation keeps both
+    classes when the seed set has them, else it is empty."""
+    order = rng.permutation(n)
+    n_val = int(round(fraction * n))
+    if fraction <= 0 or n_val < 2 or n - n_val < 1:
+        return order, order[:0]
+    val, train = order[:n_val], order[n_val:]
+    if labels[val].min() == labels[val].max():
+        return order, order[:0]
+    return train, val
+
+
+def finetune(net, stage1, config, rng, other_rows=()):
+    """Fine-tune a copy of `net` on a campaign's seed set.
+
+    stage1: dict of numpy arrays rows [n, C] (table rows), lengths [n, Fq],
+    labels [n]. `other_rows` (e.g. the candidates' rows) are included in the
+    embedding cut and returned remapped into it. `net` is not modified.
+    Returns (params, uniq [U] table rows of params["embedding"], remapped
+    other_rows, optimizer steps).
+    """
+    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
+    uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
+    params = campaign_params(net, paddle.to_tensor(uniq), PARAM_GROUPS[config["runner.finetune_params"]])
+    trainable = [t for t in params.values() if not t.stop_gradient]
+    optimizer = paddle.optimizer.Adam(
+        learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"], parameters=trainable)
+    labels = stage1["labels"]
+    train_idx, val_idx = _split_validation(labels.size, config["runner.finetune_val_fraction"], labels, rng)
+    rows_t, len_t, lab_t = (paddle.to_tensor(a) for a in (rows1, stage1["lengths"], labels))
+
+    def loss_on(idx):
+        idx = paddle.to_tensor(idx)
+        prob = net.forward_rows(paddle.gather(rows_t, idx), paddle.gather(len_t, idx), params)
+        return bce_loss(prob, paddle.gather(lab_t, idx))
+
+    n = train_idx.size
+    per_epoch = -(-n // batch)
+    total = config["runner.finetune_steps"] or config["runner.infer_train_epoch"] * per_epoch
+    patience = config["runner.finetune_patience"]
+    best, best_loss, since_best = None, float("inf"), 0
+    paddle.seed(int(rng.integers(2**31)))  # dropout masks depend on the campaign alone
+    was_training = net.training
+    net.train()
+    steps = 0
+    try:
+        while steps < total:
+            order = train_idx[rng.permutation(n)]
+            for start in range(0, n, batch):
+                loss = loss_on(order[start:start + batch])
+                loss.backward()
+                optimizer.step()
+                optimizer.clear_grad()
+                steps += 1
+                if val_idx.size:  # early stopping on the held-out slice of the seed set
+                    net.eval()
+                    with paddle.no_grad():
+                        val_loss = float(loss_on(val_idx))
+                    net.train()
+                    if val_loss < best_loss - 1e-6:
+                        best_loss, since_best = val_loss, 0
+                        best = {k: t.detach().clone() for k, t in params.items() if not t.stop_gradient}
+                    else:
+                        since_best += 1
+                if steps >= total or (val_idx.size and since_best >= patience):
+                    break
+            if val_idx.size and since_best >= patience:
+                break
+    finally:
+        if not was_training:
+            net.eval()
+    if best is not None:
+        params.update(best)
+    return params, uniq, others, steps
+
+
+def score(net, params, rows, lengths, batch):
+    """Click probabilities [n] (numpy float32) of rows [n, C] under `params`."""
+    scores = []
+    with paddle.no_grad():
+        for start in range(0, rows.shape[0], batch):
+            prob = net.forward_rows(paddle.to_tensor(rows[start:start + batch]),
+                                    paddle.to_tensor(lengths[start:start + batch]), params)
+            scores.append(prob.numpy())
+    return np.concatenate(scores).astype(np.float32)
+
+
+def finetune_and_score(net, stage1, stage2, config, rng):
+    """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], steps)."""
+    params, _, (rows2,), steps = finetune(net, stage1, config, rng, [stage2["rows"]])
+    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
+    return score(net, params, rows2, stage2["lengths"], batch), steps
+
+
+def merged_state(net, params, uniq):
+    """The full model's state dict with a campaign's fine-tuned parameters in it."""
+    state = {}
+    for name, p in net.named_parameters():
+        if name == "embedding":
+            table = p.numpy().copy()
+            table[uniq] = params[name].numpy()
+            state[name] = paddle.to_tensor(table)
+        else:
+            state[name] = params[name].detach()
+    return state
