@@ -283,6 +283,15 @@ def _write_cache(location, key, arrays):
         raise
 
 
+def write_store(arrays, source, schema, cache_dir=None, stat_path=None):
+    """Write already converted arrays as the task store of `source`, for tools
+    that build a split in memory (no second unpickling). `stat_path`: the file
+    whose size and mtime identify the source, e.g. a temporary file about to
+    be renamed to `source` (a rename keeps both)."""
+    key = {**_source_key(stat_path or source, schema), "source": os.path.abspath(source)}
+    _write_cache(cache_location(source, schema, cache_dir), key, arrays)
+
+
 def open_store(source, schema, cache_dir=None):
     """TaskStore for the pickled split `source`, converting it on first use."""
     source = os.path.abspath(source)
