@@ -1,0 +1,387 @@
+"""Accuracy of MetaHeac against simpler ways to expand an audience, on one
+dataset in one run.
+
+    python bench/accuracy.py [--heldout] [--data DIR] [--seed N] [--scale S]
+                             [--n-train N] [--n-hot N] [--n-cold N]
+                             [--config config.yaml] [-o key=value ...]
+                             [--workdir DIR] [--json PATH] [--verbose]
+
+Every method ranks the stage-2 candidates of each test campaign (test_hot,
+test_cold) and is scored with tools/utils/metrics.py exactly as infer.py
+scores MetaHeac: global AUC over all candidates pooled, GAUC = mean
+per-campaign AUC, precision/recall of the top 5% of each campaign's
+candidates averaged over campaigns.
+
+Rows of the tables:
+
+* MetaHeac -- meta-trained by tools/trainer.py's train(config) with the
+  config as given (plus the -o overrides), then fine-tuned on each campaign's
+  seed set (stage 1) and evaluated by infer.py's evaluate(config). The
+  checkpoint evaluated is always the last epoch, fixed before any test result
+  is seen.
+* Pooled -- the same network, data, seeds and training budget with
+  hyper_parameters.local_lr=0: the inner SGD step then leaves the weights
+  unchanged, so each first-order MAML step is a plain Adam step on the query
+  batches of the sampled campaigns, i.e. ordinary multi-task training with no
+  meta-learning. Fine-tuned and evaluated exactly like MetaHeac, so the
+  difference between the two rows is what meta-learning adds.
+* LogReg -- a scikit-learn logistic regression per campaign, fit on its seed
+  set only (no other campaign is used). Features, as a sparse matrix: one-hot
+  static ids plus, per sequence field, the mean one-hot of the first `length`
+  ids (the same pooling the network uses). C is chosen from LOGREG_CS by
+  stratified 5-fold cross-validation (ROC AUC) on the seed set (fewer folds
+  when a class has fewer than 5 seeds; C=1 when it has only one); class_weight
+  None.
+* Oracle -- the planted click probability `p_true` of the candidates (only
+  when the data has that column, i.e. made by tools/gen_data.py): the best
+  any model could do.
+
+The second table gives GAUC by seed-set size (terciles of the seed rows of
+all test campaigns, hot and cold together), which shows whether the learnt
+initialisation helps most where the seed set is small. Below the tables:
+the last epoch's training loss of both networks next to the entropy of the
+mean label and the planted model's own loss; a training loss below the
+latter means the network fits noise in the training labels.
+
+Data: by default a dataset is generated with tools.gen_data.generate using
+the settings of the shipped sample data (seed 2021, scale 0.5, 40 train, 8 hot,
+8 cold campaigns), so it equals data/. --heldout changes the default seed to
+7: data never looked at while tuning the config. --data uses an existing
+directory with train/, test_hot/ and test_cold/.
+
+Everything is seeded (runner.seed for the networks, --seed for the data, the
+LogReg folds from runner.seed), so a run is reproducible.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+
+from common import ROOT
+
+SPLITS = ("test_hot", "test_cold")
+SHIPPED_SEED, HELDOUT_SEED = 2021, 7
+LOGREG_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # CV picked both ends of a narrower grid
+LOGREG_FOLDS = 5
+METRICS = {"auc": "AUC", "gauc": "GAUC", "precision@5%": "P@5%", "recall@5%": "R@5%"}
+
+_start = time.perf_counter()
+
+
+def progress(message):
+    print(f"[{time.perf_counter() - _start:6.1f}s] {message}", flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="existing dataset dir with train/, test_hot/, test_cold/ (else one is generated)")
+    p.add_argument("--heldout", action="store_true",
+                   help=f"generate with seed {HELDOUT_SEED} instead of the shipped data's {SHIPPED_SEED}")
+    p.add_argument("--seed", type=int, help="generator seed (overrides --heldout)")
+    p.add_argument("--scale", type=float, default=0.5, help="generator row-count multiplier")
+    p.add_argument("--n-train", type=int, default=40, help="generated training campaigns")
+    p.add_argument("--n-hot", type=int, default=8, help="generated hot test campaigns")
+    p.add_argument("--n-cold", type=int, default=8, help="generated cold test campaigns")
+    p.add_argument("--config", default=os.path.join(ROOT, "config.yaml"), help="config for MetaHeac and Pooled")
+    p.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides for both MetaHeac and Pooled, e.g. -o runner.epochs=4")
+    p.add_argument("--workdir", help="where data, checkpoints and infer outputs go (default: a new temp dir)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--verbose", action="store_true", help="show the trainer's and infer's own log")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------- data
+
+def prepare_data(args, workdir):
+    if args.data:
+        return os.path.abspath(args.data)
+    from tools.gen_data import generate
+
+    seed = args.seed if args.seed is not None else (HELDOUT_SEED if args.heldout else SHIPPED_SEED)
+    out = os.path.join(workdir, f"data_seed{seed}_s{args.scale}_{args.n_train}-{args.n_hot}-{args.n_cold}")
+    progress(f"generating data (seed {seed}, scale {args.scale}, {args.n_train} train / {args.n_hot} hot / "
+             f"{args.n_cold} cold campaigns) in {out}")
+    generate(out, seed=seed, n_train=args.n_train, n_hot=args.n_hot, n_cold=args.n_cold, scale=args.scale)
+    return out
+
+
+def load_split(data_dir, split, schema):
+    """[(aid, seeds DataFrame, candidates DataFrame)] for campaigns in both stages, by aid
+    (the order infer.py evaluates them in)."""
+    import pandas as pd
+
+    stage1, stage2 = (pd.read_pickle(os.path.join(data_dir, split, f"test_stage{i}.pkl")) for i in (1, 2))
+    by_aid1, by_aid2 = dict(tuple(stage1.groupby(schema.task_col))), dict(tuple(stage2.groupby(schema.task_col)))
+    return [(aid, by_aid1[aid], by_aid2[aid]) for aid in sorted(set(by_aid1) & set(by_aid2))]
+
+
+def bayes_and_label_entropy(data_dir, schema):
+    """(mean binary entropy of p_true, entropy of the mean label) of the training rows, in nats.
+
+    The first is the cross-entropy of the planted model itself: a training loss
+    below it means the network fits noise in the training labels.
+    """
+    import numpy as np
+    import pandas as pd
+
+    train = pd.read_pickle(os.path.join(data_dir, "train", "train_stage1.pkl"))
+
+    def entropy(p):
+        p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+        return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+    bayes = float(entropy(train["p_true"]).mean()) if "p_true" in train else None
+    return bayes, float(entropy(train[schema.label_col].mean()))
+
+
+# ----------------------------------------------------------------- networks
+
+def network_config(args, data_dir, run_dir, extra=()):
+    """The config for one network run: the user's config and -o overrides, then
+    this run's paths (all under run_dir, the repo's files are not touched)."""
+    from tools.utils.config import load_config
+
+    config = load_config(args.config, [*args.opt, *extra], cwd=os.getcwd())
+    last = config["runner.epochs"] - 1  # the epoch evaluated is fixed in advance: the last one
+    config.update({
+        "config_abs_dir": ROOT,  # model package modules (dygraph_model, readers) live at the repo root
+        "runner.train_data_dir": os.path.join(data_dir, "train"),
+        "runner.model_save_path": os.path.join(run_dir, "model"),
+        "runner.infer_load_path": None,
+        "runner.infer_start_epoch": last,
+        "runner.infer_end_epoch": last + 1,
+        "runner.cache_dir": os.path.join(run_dir, "cache"),
+        "runner.report_png": False,
+        "runner.metrics_path": None,
+    })
+    return config
+
+
+def run_network(name, config, data_dir, run_dir):
+    """Train, then fine-tune + evaluate on both splits: {split: payload, "train_loss", "seconds"}."""
+    from infer import evaluate
+    from tools.trainer import train
+
+    t0 = time.perf_counter()
+    progress(f"{name}: training, {config['runner.epochs']} epoch(s) (local_lr {config['hyper_parameters.local_lr']})")
+    trained = train(config)
+    progress(f"{name}: trained in {time.perf_counter() - t0:.1f}s, last-epoch loss {trained['loss']:.4f}")
+    result = {"train_loss": trained["loss"]}
+    for split in SPLITS:
+        t1 = time.perf_counter()
+        (payload,) = evaluate({**config, "runner.test_data_dir": os.path.join(data_dir, split),
+                               "runner.output_dir": os.path.join(run_dir, f"infer_{split}")})
+        result[split] = {"summary": payload["summary"], "campaigns": payload["campaigns"]}
+        progress(f"{name}: {split} fine-tuned and scored in {time.perf_counter() - t1:.1f}s")
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+# ------------------------------------------------- scored-by-hand baselines
+
+def campaign_row(aid, seed_rows, labels, scores):
+    """A per-campaign row with the keys infer.py's campaigns carry."""
+    from tools.utils import metrics
+
+    precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
+    return {"aid": int(aid), "seed_rows": int(seed_rows), "auc": metrics.auc(labels, scores),
+            "precision@5%": precision, "recall@5%": recall}
+
+
+def evaluate_scorer(campaigns, schema, scorer):
+    """Summary and per-campaign rows of scorer(seeds, candidates) -> scores, as infer.py builds them."""
+    import numpy as np
+
+    from tools.utils import metrics
+
+    rows, all_labels, all_scores = [], [], []
+    for aid, seeds, candidates in campaigns:
+        labels = candidates[schema.label_col].to_numpy()
+        scores = np.asarray(scorer(seeds, candidates), dtype=float)
+        rows.append(campaign_row(aid, len(seeds), labels, scores))
+        all_labels.append(labels)
+        all_scores.append(scores)
+    summary = metrics.summarize(rows, np.concatenate(all_labels), np.concatenate(all_scores))
+    return {"summary": summary, "campaigns": rows}
+
+
+def sparse_features(frame, schema):
+    """[n, table rows] CSR: 1 at each static id, 1/length at each of the first
+    `length` ids of a sequence field (the network's masked mean); ad fields
+    are constant within a campaign and left out."""
+    import numpy as np
+    from scipy import sparse
+
+    n = len(frame)
+    cols, vals, row_idx = [], [], []
+    for f in schema.static:
+        cols.append(frame[f.name].to_numpy(np.int64) + f.offset)
+        vals.append(np.ones(n))
+        row_idx.append(np.arange(n))
+    for f in schema.sequence:
+        ids = np.stack(frame[f.name].to_numpy())[:, :f.width].astype(np.int64)
+        lengths = frame[f.length_col].to_numpy(np.int64)
+        real = np.arange(f.width)[None, :] < lengths[:, None]  # ids past `length` are padding
+        r, c = np.nonzero(real)
+        cols.append(ids[r, c] + f.offset)
+        vals.append(1.0 / lengths[r])
+        row_idx.append(r)
+    matrix = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(row_idx), np.concatenate(cols))),
+                               shape=(n, schema.num_rows))
+    return matrix.tocsr()  # duplicates in a list add up, as in the mean
+
+
+def logreg_scorer(schema, seed):
+    """scorer(seeds, candidates) fitting a per-campaign logistic regression on the seeds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    def scorer(seeds, candidates):
+        y = seeds[schema.label_col].to_numpy()
+        x1, x2 = sparse_features(seeds, schema), sparse_features(candidates, schema)
+        minority = int(min(y.sum(), y.size - y.sum()))
+        if minority == 0:  # one-class seed set: nothing to learn, every candidate ties
+            return [float(y.mean())] * x2.shape[0]
+        model = LogisticRegression(C=1.0, max_iter=2000)
+        if minority >= 2:  # else too few of a class to cross-validate: keep the moderate C=1
+            folds = StratifiedKFold(min(LOGREG_FOLDS, minority), shuffle=True, random_state=seed)
+            # GridSearchCV rather than LogisticRegressionCV, whose arguments change across sklearn versions
+            model = GridSearchCV(model, {"C": list(LOGREG_CS)}, cv=folds, scoring="roc_auc")
+        return model.fit(x1, y).predict_proba(x2)[:, 1]
+
+    return scorer
+
+
+def oracle_scorer(seeds, candidates):
+    return candidates["p_true"].to_numpy()
+
+
+# ------------------------------------------------------------------ tables
+
+def fmt(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main_table(results):
+    labels = [f"{s.replace('test_', '')} {label}" for s in SPLITS for label in METRICS.values()]
+    head = "| method | " + " | ".join(labels) + " |"
+    lines = [head, "|---|" + "---:|" * (len(SPLITS) * len(METRICS))]
+    for name, result in results.items():
+        cells = [fmt(result[s]["summary"][m]) for s in SPLITS for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_buckets(results):
+    """Terciles of seed rows over all test campaigns: [(label, {(split, aid)})]."""
+    import numpy as np
+
+    any_result = next(iter(results.values()))
+    sizes = {(s, c["aid"]): c["seed_rows"] for s in SPLITS for c in any_result[s]["campaigns"]}
+    keys = sorted(sizes, key=lambda k: (sizes[k], k))
+    buckets = []
+    for part in np.array_split(np.arange(len(keys)), 3):
+        members = [keys[i] for i in part]
+        if members:
+            lo, hi = sizes[members[0]], sizes[members[-1]]
+            buckets.append((f"{lo}-{hi} seeds ({len(members)} campaigns)", set(members)))
+    return buckets
+
+
+def bucket_gauc(results):
+    """{bucket label: {method: mean per-campaign AUC}}."""
+    import numpy as np
+
+    table = {}
+    for label, members in seed_buckets(results):
+        table[label] = {}
+        for name, result in results.items():
+            aucs = [c["auc"] for s in SPLITS for c in result[s]["campaigns"]
+                    if (s, c["aid"]) in members and c["auc"] is not None]
+            table[label][name] = float(np.mean(aucs)) if aucs else None
+    return table
+
+
+def bucket_table(buckets):
+    methods = list(next(iter(buckets.values())))
+    lines = ["| seed-set size | " + " | ".join(f"{m} GAUC" for m in methods) + " |",
+             "|---|" + "---:|" * len(methods)]
+    for label, row in buckets.items():
+        lines.append(f"| {label} | " + " | ".join(fmt(row[m]) for m in methods) + " |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    from tools.utils import runtime
+    from tools.utils.config import ConfigError, load_config
+    from tools.utils.schema import schema_from_config
+
+    try:  # a bad config or -o stops here, before any work, with the config's own message
+        base = load_config(args.config, args.opt, cwd=os.getcwd())
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="metaheac_accuracy_"))
+    os.makedirs(workdir, exist_ok=True)
+    progress(f"work dir (data, checkpoints, infer outputs): {workdir}")
+    runtime.configure_threads(base)  # before paddle is imported, as the tools do
+    if args.verbose:
+        runtime.setup_logging()
+    else:  # the tools log every campaign; the progress lines here are enough
+        logging.disable(logging.INFO)
+    schema = schema_from_config(base)
+    seed = base["runner.seed"]
+    data_dir = prepare_data(args, workdir)
+
+    results = {}
+    for name, extra in (("MetaHeac", ()), ("Pooled", ("hyper_parameters.local_lr=0",))):
+        run_dir = os.path.join(workdir, name.lower())
+        results[name] = run_network(name, network_config(args, data_dir, run_dir, extra), data_dir, run_dir)
+
+    splits = {s: load_split(data_dir, s, schema) for s in SPLITS}
+    has_oracle = "p_true" in splits[SPLITS[0]][0][2]
+    scorers = {"LogReg": logreg_scorer(schema, seed)}
+    if has_oracle:
+        scorers["Oracle"] = oracle_scorer
+    for name, scorer in scorers.items():
+        t0 = time.perf_counter()
+        results[name] = {s: evaluate_scorer(splits[s], schema, scorer) for s in SPLITS}
+        results[name]["seconds"] = round(time.perf_counter() - t0, 1)
+        progress(f"{name}: scored both splits in {results[name]['seconds']:.1f}s")
+
+    buckets = bucket_gauc(results)
+    bayes, label_entropy = bayes_and_label_entropy(data_dir, schema)
+    n_campaigns = {s: len(splits[s]) for s in SPLITS}
+    n_candidates = {s: results["LogReg"][s]["summary"]["candidates"] for s in SPLITS}
+
+    print(f"\nData: {data_dir} (hot {n_campaigns['test_hot']} campaigns / {n_candidates['test_hot']} candidates, "
+          f"cold {n_campaigns['test_cold']} / {n_candidates['test_cold']}); config {args.config}"
+          f"{' -o ' + ' '.join(args.opt) if args.opt else ''}; evaluated epoch {base['runner.epochs'] - 1}.\n")
+    print(main_table(results))
+    print()
+    print(bucket_table(buckets))
+    print(f"\nTraining loss, last epoch: MetaHeac {results['MetaHeac']['train_loss']:.4f} (query loss after the "
+          f"inner step), Pooled {results['Pooled']['train_loss']:.4f}; entropy of the mean training label "
+          f"{label_entropy:.4f}" + (f", planted model's own loss (mean entropy of p_true) {bayes:.4f}"
+                                     if bayes is not None else "") + ".")
+    print("Seconds: " + ", ".join(f"{k} {v['seconds']}" for k, v in results.items())
+          + f"; total {time.perf_counter() - _start:.0f}")
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"data_dir": data_dir, "config": os.path.abspath(args.config), "overrides": args.opt,
+                       "evaluated_epoch": base["runner.epochs"] - 1, "logreg_cs": LOGREG_CS,
+                       "label_entropy": label_entropy, "bayes_loss": bayes, "results": results,
+                       "gauc_by_seed_size": buckets}, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
