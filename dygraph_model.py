@@ -19,7 +19,8 @@ class DygraphModel:
             mlp_dims=config["hyper_parameters.mlp_dims"],
             num_expert=config["hyper_parameters.num_expert"],
             num_output=config["hyper_parameters.num_output"],
-            dropout=config["hyper_parameters.dropout"])
+            dropout=config["hyper_parameters.dropout"],
+            embedding_init_std=config["hyper_parameters.embedding_init_std"])
 
     def create_feeds(self, batch, config):
         """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""

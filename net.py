@@ -38,7 +38,7 @@ class MetaHeacNet(nn.Layer):
     K experts, H expert output size, O critics.
     """
 
-    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0):
+    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None):
         super().__init__()
         self.schema = schema
         self.dropout = dropout  # on expert hidden units, in training mode only
@@ -50,7 +50,7 @@ class MetaHeacNet(nn.Layer):
         H = self.mlp_dims[-1]
         gate_in = (len(schema.ad) + 1) * E
 
-        self.embedding = self._embedding_table(schema, E)
+        self.embedding = self._embedding_table(schema, E, embedding_init_std)
         # Experts, computed for all K at once. Layer 0 is one fused matmul
         # [B, F*E] @ [F*E, K*h0]; later layers are batched over experts (bmm).
         dims = [F * E] + self.mlp_dims
@@ -87,10 +87,15 @@ class MetaHeacNet(nn.Layer):
     def _bias(self, shape):
         return self.create_parameter(shape, is_bias=True, default_initializer=nn.initializer.Constant(0.0))
 
-    def _embedding_table(self, schema, E):
-        # One table for all fields; each field's block is initialised as its own
-        # Xavier-uniform table would be (a small field gets larger initial values).
+    def _embedding_table(self, schema, E, std=None):
+        # One table for all fields. By default each field's block is initialised
+        # as its own Xavier-uniform table would be (PaddleRec); with `std`, all
+        # rows start N(0, std), so ids never seen in training (e.g. a new
+        # campaign's ad ids) stay close to neutral.
         table = self.create_parameter([schema.num_rows, E])
+        if std is not None:
+            table.set_value(paddle.normal(0.0, std, [schema.num_rows, E]))
+            return table
         blocks = [paddle.uniform([f.vocab_size, E], min=-math.sqrt(6.0 / (f.vocab_size + E)),
                                  max=math.sqrt(6.0 / (f.vocab_size + E))) for f in schema.fields]
         table.set_value(paddle.concat(blocks, axis=0))
