@@ -25,3 +25,11 @@ def test_summary_pools_candidates_and_averages_campaigns():
     s = metrics.summarize(campaigns, np.array([0, 1, 1, 1]), np.array([0.1, 0.9, 0.5, 0.7]))
     assert s["gauc"] == 0.8 and s["campaigns"] == 2 and s["campaigns_with_auc"] == 1
     assert s["auc"] == 1.0 and s["precision@5%"] == 0.5 and s["recall@5%"] == 0.5
+
+
+def test_report_png_without_any_defined_auc(tmp_path):
+    """Every campaign single-class (e.g. PaddleRec's all-positive sample): the report still draws."""
+    from tools.utils.report import draw_report
+    rows = [{"aid": 1, "seed_rows": 10, "auc": None}, {"aid": 2, "seed_rows": 20, "auc": None}]
+    path = draw_report(str(tmp_path / "infer_x" / "report.png"), "x", rows, np.ones(5), np.linspace(0, 1, 5))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

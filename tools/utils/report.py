@@ -75,25 +75,34 @@ def draw_report(path, split, campaigns, labels, scores):
                 series[name] = json.load(f)["campaigns"]
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    plotted = 0
     for (name, rows), marker in zip(sorted(series.items()), "osd^v<>"):
         rows = [r for r in rows if r["auc"] is not None]
+        plotted += len(rows)
         ax1.scatter([r["seed_rows"] for r in rows], [r["auc"] for r in rows], marker=marker, label=name, alpha=0.8)
     ax1.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax1.set_xscale("log")
-    ax1.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if plotted:
+        ax1.set_xscale("log")
+        ax1.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        ax1.text(0.5, 0.5, "no campaign with a defined AUC", ha="center", transform=ax1.transAxes)
     ax1.set_xlabel("seed-set size (stage-1 rows)")
     ax1.set_ylabel("campaign AUC")
     ax1.set_title("Per-campaign AUC vs seed-set size")
-    ax1.legend()
+    if plotted:
+        ax1.legend()
     if labels.min() != labels.max():
         fpr, tpr, _ = roc_curve(labels, scores)
         ax2.plot(fpr, tpr, label=split)
+    else:
+        ax2.text(0.5, 0.5, "ROC undefined: candidates of one class", ha="center", transform=ax2.transAxes)
     ax2.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax2.set_xlabel("false positive rate")
     ax2.set_ylabel("true positive rate")
     ax2.set_title(f"Global ROC ({split}, all candidates pooled)")
-    ax2.legend(loc="lower right")
+    if labels.min() != labels.max():
+        ax2.legend(loc="lower right")
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
