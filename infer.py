@@ -52,6 +52,8 @@ def evaluate_campaign(dy_model_class, model, campaign, config):
            "candidates": int(labels.size), "candidate_positives": int(labels.sum()),
            "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
            "audience_size": k, "audience_positives": int(audience["label"].sum()),
+           "precision@k": float(audience["label"].sum()) / k,
+           "recall@k": float(audience["label"].sum() / labels.sum()) if labels.sum() else None,
            "finetune_steps": steps, "seconds": round(time.time() - t0, 3)}
     return row, scores, audience
 

@@ -8,7 +8,8 @@ import os
 import numpy as np
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
-                    "precision@5%", "recall@5%", "audience_size", "audience_positives", "finetune_steps", "seconds"]
+                    "precision@5%", "recall@5%", "audience_size", "audience_positives", "precision@k", "recall@k",
+                    "finetune_steps", "seconds"]
 
 
 def audience_size(n_candidates, config):
