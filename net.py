@@ -24,6 +24,11 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdim=True)
 
 
+def affine(x, w, b, ones):
+    """x [B, I] @ w [I, O] + b [O], the bias through ones [B, 1] @ b [1, O]."""
+    return paddle.matmul(x, w) + paddle.matmul(ones, b.reshape([1, -1]))
+
+
 def bce_loss(prob, label):
     """Mean binary cross-entropy of probabilities (double-differentiable)."""
     p = paddle.clip(prob, EPS, 1.0 - EPS)
@@ -145,16 +150,22 @@ class MetaHeacNet(nn.Layer):
         task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
         task = task.reshape([-1, (len(self.schema.ad) + 1) * E])                           # [B, (Fa+1)E]
 
+        # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
+        # broadcast add (a reduction over the batch) costs more than the matmul.
+        ones = paddle.ones_like(rows[:, :1], dtype=table.dtype)                           # [B, 1]
+        relu = paddle.nn.functional.relu
         user = user.reshape([-1, self.schema.num_user_fields * E])                         # [B, F*E]
-        h = paddle.nn.functional.relu(paddle.matmul(user, p["expert_w0"]) + p["expert_b0"])
+        h = relu(affine(user, p["expert_w0"], p["expert_b0"], ones))
         h = self._dropout(h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2]))      # [K, B, h0]
+        ones_k = ones.unsqueeze(0).expand([K, -1, 1])                                      # [K, B, 1]
         for i in range(1, len(self.mlp_dims)):
-            h = self._dropout(paddle.nn.functional.relu(paddle.bmm(h, p[f"expert_w{i}"]) + p[f"expert_b{i}"]))  # [K, B, hi]
+            h = paddle.bmm(h, p[f"expert_w{i}"]) + paddle.bmm(ones_k, p[f"expert_b{i}"])
+            h = self._dropout(relu(h))                                                     # [K, B, hi]
 
-        expert_gate = self._gate(task, p, "expert_gate")                                  # [B, K]
+        expert_gate = self._gate(task, p, "expert_gate", ones)                            # [B, K]
         mixed = (h * expert_gate.transpose([1, 0]).unsqueeze(-1)).sum(axis=0)             # [B, H]
-        critics = paddle.nn.functional.sigmoid(paddle.matmul(mixed, p["critic_w"]) + p["critic_b"])  # [B, O]
-        critic_gate = self._gate(task, p, "critic_gate")                                  # [B, O]
+        critics = paddle.nn.functional.sigmoid(affine(mixed, p["critic_w"], p["critic_b"], ones))  # [B, O]
+        critic_gate = self._gate(task, p, "critic_gate", ones)                            # [B, O]
         return (critics * critic_gate).sum(axis=1)                                        # [B]
 
     def _dropout(self, h):
@@ -165,6 +176,6 @@ class MetaHeacNet(nn.Layer):
         return h * keep / (1.0 - self.dropout)
 
     @staticmethod
-    def _gate(task, p, name):
-        hidden = paddle.nn.functional.relu(paddle.matmul(task, p[f"{name}_w0"]) + p[f"{name}_b0"])
-        return softmax(paddle.matmul(hidden, p[f"{name}_w1"]) + p[f"{name}_b1"])
+    def _gate(task, p, name, ones):
+        hidden = paddle.nn.functional.relu(affine(task, p[f"{name}_w0"], p[f"{name}_b0"], ones))
+        return softmax(affine(hidden, p[f"{name}_w1"], p[f"{name}_b1"], ones))
