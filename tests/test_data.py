@@ -188,3 +188,11 @@ def test_test_reader_names_missing_stage(setup, tmp_path):
     s1 = save(make_frame(schema, rng, [5]), tmp_path / "t" / "test_stage1.pkl")
     with pytest.raises(DataError, match="test_stage2.pkl"):
         InferReader([s1], config)
+
+
+def test_paddlerec_reader_name_is_accepted(tiny_config, tmp_path):
+    """PaddleRec configs name the infer reader 'reader_infer'."""
+    from tools.utils import runtime
+    config = tiny_config()
+    config["config_abs_dir"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert runtime.load_module(config, "reader_infer", "runner.infer_reader_path").RecDataset is InferReader
