@@ -20,7 +20,8 @@ class DygraphModel:
             num_expert=config["hyper_parameters.num_expert"],
             num_output=config["hyper_parameters.num_output"],
             dropout=config["hyper_parameters.dropout"],
-            embedding_init_std=config["hyper_parameters.embedding_init_std"])
+            embedding_init_std=config["hyper_parameters.embedding_init_std"],
+            expert_activation=config["hyper_parameters.expert_activation"])
 
     def create_feeds(self, batch, config):
         """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""

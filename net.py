@@ -43,10 +43,14 @@ class MetaHeacNet(nn.Layer):
     K experts, H expert output size, O critics.
     """
 
-    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None):
+    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None,
+                 expert_activation="relu"):
         super().__init__()
         self.schema = schema
         self.dropout = dropout  # on expert hidden units, in training mode only
+        # "linear" experts make the model a task-gated linear scorer over the
+        # embeddings (a mixture of per-campaign-type logistic regressions)
+        self.expert_activation = expert_activation
         self.embed_dim = E = embed_dim
         self.num_expert = K = num_expert
         self.mlp_dims = list(mlp_dims)
@@ -153,7 +157,7 @@ class MetaHeacNet(nn.Layer):
         # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
         # broadcast add (a reduction over the batch) costs more than the matmul.
         ones = paddle.ones_like(rows[:, :1], dtype=table.dtype)                           # [B, 1]
-        relu = paddle.nn.functional.relu
+        relu = paddle.nn.functional.relu if self.expert_activation == "relu" else (lambda x: x)
         user = user.reshape([-1, self.schema.num_user_fields * E])                         # [B, F*E]
         h = relu(affine(user, p["expert_w0"], p["expert_b0"], ones))
         h = self._dropout(h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2]))      # [K, B, h0]

@@ -93,3 +93,19 @@ def test_disjoint_support_and_query(tiny_config, tmp_path):
             assert len(sup) == len(qry) == 8
             assert set(sup.tolist()).isdisjoint(qry.tolist())
             assert min(sup.min(), qry.min()) >= start and max(sup.max(), qry.max()) < end
+
+
+def test_linear_experts_option(tiny_config):
+    """expert_activation=linear drops the experts' ReLUs: same parameters, different outputs."""
+    outputs = []
+    for act in ("relu", "linear"):
+        config = tiny_config(hyper={"expert_activation": act})
+        paddle.seed(0)
+        net = DygraphModel().create_model(config)
+        task = random_task(net.schema, np.random.default_rng(0), batch=16)
+        rows, lengths = paddle.to_tensor(task["sup_rows"]), paddle.to_tensor(task["sup_lengths"])
+        out = net.forward_rows(rows, lengths)
+        out.sum().backward()
+        assert all(p.grad is not None and np.abs(p.grad.numpy()).sum() > 0 for p in net.parameters())
+        outputs.append(out.numpy())
+    assert not np.allclose(outputs[0], outputs[1])

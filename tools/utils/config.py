@@ -94,6 +94,7 @@ SPEC = {
     "hyper_parameters.num_expert": (int, 8, _positive, False, "number of experts"),
     "hyper_parameters.num_output": (int, 5, _positive, False, "number of critics"),
     "hyper_parameters.embedding_init_std": (float, None, _positive, False, "embeddings start N(0, std); unset: per-field Xavier uniform (PaddleRec)"),
+    "hyper_parameters.expert_activation": (str, "relu", _one_of("relu", "linear"), False, "expert hidden activation; linear makes each expert a linear scorer of the embeddings"),
     "hyper_parameters.dropout": (float, 0.0, _below_one, False, "dropout on expert hidden units during meta-training and fine-tuning"),
     # -- meta-learning --------------------------------------------------
     "hyper_parameters.task_count": (int, 5, _positive, False, "tasks (campaigns) per meta-batch"),
