@@ -109,3 +109,10 @@ def test_linear_experts_option(tiny_config):
         assert all(p.grad is not None and np.abs(p.grad.numpy()).sum() > 0 for p in net.parameters())
         outputs.append(out.numpy())
     assert not np.allclose(outputs[0], outputs[1])
+
+
+def test_zero_fine_tuning_epochs_scores_the_meta_learned_model(tiny_config):
+    config, net, stage1 = setup(tiny_config, infer_train_epoch=0)
+    params, uniq, _, steps = run(config, net, stage1)
+    assert steps == 0
+    assert not any(changed(net, params, uniq).values())

@@ -72,36 +72,37 @@ def finetune(net, stage1, config, rng, other_rows=()):
         return bce_loss(prob, paddle.gather(lab_t, idx))
 
     n = train_idx.size
-    per_epoch = -(-n // batch)
-    total = config["runner.finetune_steps"] or config["runner.infer_train_epoch"] * per_epoch
+    total = (config["runner.finetune_steps"] or config["runner.infer_train_epoch"] * -(-n // batch)) if n else 0
     patience = config["runner.finetune_patience"]
-    best, best_loss, since_best = None, float("inf"), 0
+
+    def batches():  # shuffled epochs over the training part of the seed set
+        while True:
+            order = train_idx[rng.permutation(n)]
+            for start in range(0, n, batch):
+                yield order[start:start + batch]
+
+    best, best_loss, since_best, steps = None, float("inf"), 0, 0
     paddle.seed(int(rng.integers(2**31)))  # dropout masks depend on the campaign alone
     was_training = net.training
     net.train()
-    steps = 0
     try:
-        while steps < total:
-            order = train_idx[rng.permutation(n)]
-            for start in range(0, n, batch):
-                loss = loss_on(order[start:start + batch])
-                loss.backward()
-                optimizer.step()
-                optimizer.clear_grad()
-                steps += 1
-                if val_idx.size:  # early stopping on the held-out slice of the seed set
-                    net.eval()
-                    with paddle.no_grad():
-                        val_loss = float(loss_on(val_idx))
-                    net.train()
-                    if val_loss < best_loss - 1e-6:
-                        best_loss, since_best = val_loss, 0
-                        best = {k: t.detach().clone() for k, t in params.items() if not t.stop_gradient}
-                    else:
-                        since_best += 1
-                if steps >= total or (val_idx.size and since_best >= patience):
-                    break
-            if val_idx.size and since_best >= patience:
+        for idx in batches() if total else ():
+            loss = loss_on(idx)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            steps += 1
+            if val_idx.size:  # early stopping on the held-out slice of the seed set
+                net.eval()
+                with paddle.no_grad():
+                    val_loss = float(loss_on(val_idx))
+                net.train()
+                if val_loss < best_loss - 1e-6:
+                    best_loss, since_best = val_loss, 0
+                    best = {k: t.detach().clone() for k, t in params.items() if not t.stop_gradient}
+                else:
+                    since_best += 1
+            if steps >= total or since_best >= patience:
                 break
     finally:
         if not was_training:
