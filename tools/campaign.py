@@ -34,10 +34,10 @@ def read_campaign_file(path, config):
     if len(arrays["task_aids"]) > 1:
         raise DataError(f"{path}: holds {len(arrays['task_aids'])} campaigns ({schema.task_col} "
                         f"{arrays['task_aids'][:5].tolist()}...); give the rows of one campaign")
-    order = np.argsort(arrays["source_rows"])  # back to file order
-    return {"rows": arrays["ids"][order].astype(np.int64) + schema.col_offsets,
-            "lengths": arrays["lengths"][order], "labels": arrays["labels"][order],
-            "user_ids": arrays["user_ids"][order], "uses_uid": bool(arrays["has_uid"][0]),
+    # one campaign: the stable sort by campaign kept the file's row order
+    return {"rows": arrays["ids"].astype(np.int64) + schema.col_offsets,
+            "lengths": arrays["lengths"], "labels": arrays["labels"],
+            "user_ids": arrays["user_ids"], "uses_uid": bool(arrays["has_uid"][0]),
             "aid": int(arrays["task_aids"][0])}
 
 
