@@ -33,7 +33,7 @@ class DygraphModel:
         return net.bce_loss(pred, label)
 
     def create_optimizer(self, dy_model, config, mode="train"):
-        if mode != "train":  # per-campaign fine-tuning builds its own (tools/utils/meta.py)
+        if mode != "train":  # per-campaign fine-tuning builds its own (tools/utils/finetune.py)
             return paddle.optimizer.Adam(learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
                                          parameters=dy_model.parameters())
         decay = config["hyper_parameters.optimizer.weight_decay"]

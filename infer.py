@@ -21,16 +21,13 @@ from tools.utils.config import require  # noqa: E402
 log = runtime.logger
 
 
-def load_root(config):
-    return config["runner.infer_load_path"] or config["runner.model_save_path"]
-
-
 def split_name(config):
     return os.path.basename(os.path.normpath(config["runner.test_data_dir"]))
 
 
 def output_dir(config, epoch):
-    return config["runner.output_dir"] or os.path.join(load_root(config), str(epoch), f"infer_{split_name(config)}")
+    from tools.utils.checkpoint import infer_root
+    return config["runner.output_dir"] or os.path.join(infer_root(config), str(epoch), f"infer_{split_name(config)}")
 
 
 def evaluate_campaign(dy_model_class, model, campaign, config):
@@ -48,12 +45,12 @@ def evaluate_campaign(dy_model_class, model, campaign, config):
     k = report.audience_size(labels.size, config)
     audience = report.ranked_audience(scores, campaign["stage2"]["user_ids"], k, labels)
     precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
+    hits, positives = float(audience["label"].sum()), float(labels.sum())
     row = {"aid": campaign["aid"], "seed_rows": int(seeds.size), "seed_positives": int(seeds.sum()),
            "candidates": int(labels.size), "candidate_positives": int(labels.sum()),
            "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
-           "audience_size": k, "audience_positives": int(audience["label"].sum()),
-           "precision@k": float(audience["label"].sum()) / k,
-           "recall@k": float(audience["label"].sum() / labels.sum()) if labels.sum() else None,
+           "audience_size": k, "audience_positives": int(hits),
+           "precision@k": hits / k, "recall@k": hits / positives if positives else None,
            "finetune_steps": steps, "seconds": round(time.time() - t0, 3)}
     return row, scores, audience
 
@@ -62,7 +59,7 @@ def evaluate(config):
     import numpy as np
 
     from tools.utils import metrics, report
-    from tools.utils.checkpoint import load_checkpoint
+    from tools.utils.checkpoint import infer_root, load_checkpoint
 
     from tools.utils import distributed
 
@@ -82,7 +79,7 @@ def evaluate(config):
 
     results = []
     for epoch in range(config["runner.infer_start_epoch"], config["runner.infer_end_epoch"]):
-        ckpt = load_checkpoint(os.path.join(load_root(config), str(epoch)), model, key="runner.infer_load_path")
+        ckpt = load_checkpoint(os.path.join(infer_root(config), str(epoch)), model, key="runner.infer_load_path")
         out_dir = output_dir(config, epoch)
         n = len(dataset)
         mine = (n - rank + size - 1) // size  # campaigns rank, rank + size, ... are this rank's

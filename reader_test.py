@@ -10,6 +10,7 @@ import os
 import numpy as np
 from paddle.io import IterableDataset
 
+from tools.utils.report import user_id_name
 from tools.utils.schema import schema_from_config
 from tools.utils.task_store import DataError, open_store
 
@@ -37,8 +38,7 @@ class RecDataset(IterableDataset):
             if aids:
                 logger.warning("%d campaign(s) only in %s, not evaluated: %s", len(aids),
                                stage.replace("_only", ""), aids[:20])
-        # audience files name users by the data's user id column, else by stage-2 row
-        self.user_id_name = self.schema.user_id_col if self.stage2.uses_uid else "row"
+        self.user_id_name = user_id_name(self.schema.user_id_col, self.stage2.uses_uid)
         if not self.aids:
             raise DataError(f"{self.stage1.source} and {self.stage2.source} share no campaign "
                             f"({self.schema.task_col}); nothing to evaluate")
@@ -49,7 +49,7 @@ class RecDataset(IterableDataset):
     def _stage(self, store, aid):
         start, end = store.task_range(aid)
         ids, lengths, labels = store.take(slice(start, end))
-        return {"rows": ids.astype(np.int64) + self.schema.col_offsets, "lengths": lengths,
+        return {"rows": self.schema.table_rows(ids), "lengths": lengths,
                 "labels": labels, "user_ids": np.asarray(store.user_ids[start:end])}
 
     def __iter__(self):

@@ -30,7 +30,6 @@ class RecDataset(IterableDataset):
             raise DataError(f"no .pkl training file in {sorted(file_list)}; "
                             f"runner.train_data_dir should hold train_stage1.pkl")
         self.schema = schema_from_config(config)
-        self.col_offsets = self.schema.col_offsets
         self.batch_size = config["hyper_parameters.batch_size"]
         self.task_count = config["hyper_parameters.task_count"]
         self.disjoint = config["hyper_parameters.support_query"] == "disjoint"
@@ -62,9 +61,6 @@ class RecDataset(IterableDataset):
         """Data-parallel training: this rank draws its own tasks."""
         self.rank, self.world = rank, world
 
-    def samples_per_batch(self):
-        return 2 * self.task_count * self.batch_size
-
     def set_epoch(self, epoch):
         self.epoch = epoch
 
@@ -94,7 +90,7 @@ class RecDataset(IterableDataset):
 
     def _take(self, store, rows):
         ids, lengths, labels = store.take(rows)
-        return ids.astype(np.int64) + self.col_offsets, lengths, labels
+        return self.schema.table_rows(ids), lengths, labels
 
     def _task(self, task, rng):
         store, start, end = task

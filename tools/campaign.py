@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from tools.utils import finetune, runtime
-from tools.utils.checkpoint import load_checkpoint
+from tools.utils.checkpoint import infer_root, load_checkpoint
 from tools.utils.schema import schema_from_config
 from tools.utils.task_store import DataError, convert_frame, read_dataframe
 
@@ -20,9 +20,8 @@ def load_model(config, epoch=None):
     dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
     model = dy_model_class.create_model(config)
     model.eval()
-    root = config["runner.infer_load_path"] or config["runner.model_save_path"]
     epoch = config["runner.infer_end_epoch"] - 1 if epoch is None else epoch
-    path = load_checkpoint(os.path.join(root, str(epoch)), model, key="runner.infer_load_path")
+    path = load_checkpoint(os.path.join(infer_root(config), str(epoch)), model, key="runner.infer_load_path")
     return dy_model_class, model, path
 
 
@@ -35,7 +34,7 @@ def read_campaign_file(path, config):
         raise DataError(f"{path}: holds {len(arrays['task_aids'])} campaigns ({schema.task_col} "
                         f"{arrays['task_aids'][:5].tolist()}...); give the rows of one campaign")
     # one campaign: the stable sort by campaign kept the file's row order
-    return {"rows": arrays["ids"].astype(np.int64) + schema.col_offsets,
+    return {"rows": schema.table_rows(arrays["ids"]),
             "lengths": arrays["lengths"], "labels": arrays["labels"],
             "user_ids": arrays["user_ids"], "uses_uid": bool(arrays["has_uid"][0]),
             "aid": int(arrays["task_aids"][0])}

@@ -29,10 +29,9 @@ def expand(config, args):
     seeds = read_campaign_file(args.seeds, config)
     candidates = read_campaign_file(args.candidates, config)
     params, _, (rows,), steps = finetune_campaign(model, seeds, config, [candidates["rows"]])
-    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
-    scores = finetune.score(model, params, rows, candidates["lengths"], batch)
+    scores = finetune.score(model, params, rows, candidates["lengths"], finetune.infer_batch_size(config))
     k = report.audience_size(scores.size, config)
-    id_name = config["hyper_parameters.user_id_col"] if candidates["uses_uid"] else "row"
+    id_name = report.user_id_name(config["hyper_parameters.user_id_col"], candidates["uses_uid"])
     report.write_csv(args.out, report.ranked_audience(scores, candidates["user_ids"], k), id_name)
     log.info("campaign %d: fine-tuned %s on %d seeds (%d steps), scored %d candidates, wrote the top %d to %s "
              "in %.1fs", seeds["aid"], ckpt, seeds["labels"].size, steps, scores.size, k, args.out, time.time() - t0)

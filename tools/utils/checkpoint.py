@@ -50,6 +50,11 @@ def read_state(params_path):
     return state if "epoch" in state else None
 
 
+def infer_root(config):
+    """Where infer, export and expand find <epoch>/ checkpoints."""
+    return config["runner.infer_load_path"] or config["runner.model_save_path"]
+
+
 def params_file(path):
     """Accept a checkpoint directory or the rec.pdparams file itself."""
     return os.path.join(path, PARAMS) if os.path.isdir(path) else path

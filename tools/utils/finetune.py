@@ -22,6 +22,11 @@ PARAM_GROUPS = {
 }
 
 
+def infer_batch_size(config):
+    """Fine-tuning and scoring batch: runner.infer_batch_size, else the training batch."""
+    return config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
+
+
 def campaign_params(net, uniq, trainable=PARAM_GROUPS["all"]):
     """Copies of the network's parameters for one campaign, with the embedding
     table cut to the rows in `uniq`; those selected by `trainable` get gradients."""
@@ -56,7 +61,7 @@ def finetune(net, stage1, config, rng, other_rows=()):
     Returns (params, uniq [U] table rows of params["embedding"], remapped
     other_rows, optimizer steps).
     """
-    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
+    batch = infer_batch_size(config)
     uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
     params = campaign_params(net, paddle.to_tensor(uniq), PARAM_GROUPS[config["runner.finetune_params"]])
     trainable = [t for t in params.values() if not t.stop_gradient]
@@ -126,8 +131,7 @@ def score(net, params, rows, lengths, batch):
 def finetune_and_score(net, stage1, stage2, config, rng):
     """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], steps)."""
     params, _, (rows2,), steps = finetune(net, stage1, config, rng, [stage2["rows"]])
-    batch = config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
-    return score(net, params, rows2, stage2["lengths"], batch), steps
+    return score(net, params, rows2, stage2["lengths"], infer_batch_size(config)), steps
 
 
 def merged_state(net, params, uniq):

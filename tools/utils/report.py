@@ -12,6 +12,11 @@ CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candida
                     "finetune_steps", "seconds"]
 
 
+def user_id_name(user_id_col, uses_uid):
+    """Header of the audience files' user column: the data's user id column, else "row"."""
+    return user_id_col if uses_uid else "row"
+
+
 def audience_size(n_candidates, config):
     count = config.get("runner.audience_count")
     k = count if count else math.ceil(config["runner.audience_fraction"] * n_candidates)

@@ -84,6 +84,10 @@ class FeatureSchema:
             [i for i, f in enumerate(self.sequence) for _ in range(f.width)], dtype=np.int64)
         self.seq_pos = np.array([p for f in self.sequence for p in range(f.width)], dtype=np.int64)
 
+    def table_rows(self, ids):
+        """Per-field ids [n, C] (numpy) -> rows of the fused table, int64 [n, C]."""
+        return ids.astype(np.int64) + self.col_offsets
+
     @property
     def num_user_fields(self):
         return len(self.static) + len(self.sequence)
