@@ -21,7 +21,8 @@ class DygraphModel:
             num_output=config["hyper_parameters.num_output"],
             dropout=config["hyper_parameters.dropout"],
             embedding_init_std=config["hyper_parameters.embedding_init_std"],
-            expert_activation=config["hyper_parameters.expert_activation"])
+            expert_activation=config["hyper_parameters.expert_activation"],
+            gate_fields=config["hyper_parameters.gate_fields"])
 
     def create_feeds(self, batch, config):
         """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""
@@ -37,6 +38,14 @@ class DygraphModel:
             return paddle.optimizer.Adam(learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
                                          parameters=dy_model.parameters())
         decay = config["hyper_parameters.optimizer.weight_decay"]
+        # Per-parameter multipliers of the outer learning rate. A gate must
+        # learn to route campaigns to experts before the embeddings memorise
+        # the training rows, hence a faster gate and a slower table.
+        scales = {"embedding": config["hyper_parameters.optimizer.embedding_lr_scale"],
+                  "gate": config["hyper_parameters.optimizer.gate_lr_scale"]}
+        for name, p in dy_model.named_parameters():
+            group = "embedding" if name == "embedding" else "gate" if "_gate_" in name else None
+            p.optimize_attr["learning_rate"] = scales[group] if group else 1.0
         return paddle.optimizer.Adam(
             learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
             parameters=dy_model.parameters(),

@@ -40,11 +40,11 @@ class MetaHeacNet(nn.Layer):
 
     Shapes: B batch, C id columns, E embed_dim, F user fields (static +
     sequence), Fs static, Fq sequence, W total sequence width, Fa ad fields,
-    K experts, H expert output size, O critics.
+    Fg ad fields the gates see, K experts, H expert output size, O critics.
     """
 
     def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None,
-                 expert_activation="relu"):
+                 expert_activation="relu", gate_fields=None):
         super().__init__()
         self.schema = schema
         self.dropout = dropout  # on expert hidden units, in training mode only
@@ -57,7 +57,11 @@ class MetaHeacNet(nn.Layer):
         self.split_sizes = [len(schema.static), schema.seq_width, len(schema.ad)]
         F = schema.num_user_fields
         H = self.mlp_dims[-1]
-        gate_in = (len(schema.ad) + 1) * E
+        # The gates see the mean user embedding and the embeddings of these ad
+        # fields. Ids a new campaign never shares with past ones (its own
+        # campaign id) have an untrained embedding at test time: noise to the gate.
+        self.gate_positions = schema.ad_positions(gate_fields)
+        gate_in = (len(self.gate_positions) + 1) * E
 
         self.embedding = self._embedding_table(schema, E, embedding_init_std)
         # Experts, computed for all K at once. Layer 0 is one fused matmul
@@ -87,6 +91,7 @@ class MetaHeacNet(nn.Layer):
         pool = np.zeros((len(schema.sequence), schema.seq_width), paddle.get_default_dtype())
         pool[schema.seq_field_of_col, np.arange(schema.seq_width)] = 1.0
         buffer("seq_pool", pool)                                        # [Fq, W]
+        buffer("gate_ad_pos", np.array(self.gate_positions, np.int64))  # [Fg]
 
     # ------------------------------------------------------------ init --
     def _weight(self, shape, fan_in, fan_out):
@@ -122,11 +127,9 @@ class MetaHeacNet(nn.Layer):
         static_ids, seq_ids, seq_lengths, ad_ids = inputs
         return self.forward_rows(self.table_rows(static_ids, seq_ids, ad_ids), seq_lengths, params)
 
-    def forward_rows(self, rows, seq_lengths, params=None):
-        """rows [B, C] index params['embedding'] (the whole table, or a slice of
-        the rows a task touches with rows remapped into it)."""
-        p = params if params is not None else dict(self.named_parameters())
-        E, K = self.embed_dim, self.num_expert
+    def _represent(self, rows, seq_lengths, p):
+        """User representation [B, F*E] and task representation [B, (Fg+1)*E] (the gates' input)."""
+        E = self.embed_dim
         table = p["embedding"]
         # One gather per group rather than one gather then a split: the split's
         # backward (a concat into a zero tensor) costs more than the gathers.
@@ -149,16 +152,24 @@ class MetaHeacNet(nn.Layer):
             pool = self.seq_pool.unsqueeze(0) * weight.unsqueeze(1)                        # [B, Fq, W]
             user_parts.append(paddle.bmm(pool, seq))                                       # [B, Fq, E]
         ad = lookup(n_ad)                                                                  # [B, Fa, E]
+        if len(self.gate_positions) < n_ad:
+            ad = paddle.gather(ad, self.gate_ad_pos, axis=1)                               # [B, Fg, E]
 
         user = paddle.concat(user_parts, axis=1) if len(user_parts) > 1 else user_parts[0]  # [B, F, E]
         task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
-        task = task.reshape([-1, (len(self.schema.ad) + 1) * E])                           # [B, (Fa+1)E]
+        task = task.reshape([-1, (len(self.gate_positions) + 1) * E])                      # [B, (Fg+1)E]
+        return user.reshape([-1, self.schema.num_user_fields * E]), task                   # [B, F*E]
 
+    def forward_rows(self, rows, seq_lengths, params=None):
+        """rows [B, C] index params['embedding'] (the whole table, or a slice of
+        the rows a task touches with rows remapped into it)."""
+        p = params if params is not None else dict(self.named_parameters())
+        K = self.num_expert
+        user, task = self._represent(rows, seq_lengths, p)                                # [B, F*E], [B, (Fg+1)E]
         # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
         # broadcast add (a reduction over the batch) costs more than the matmul.
-        ones = paddle.ones_like(rows[:, :1], dtype=table.dtype)                           # [B, 1]
+        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)                  # [B, 1]
         relu = paddle.nn.functional.relu if self.expert_activation == "relu" else (lambda x: x)
-        user = user.reshape([-1, self.schema.num_user_fields * E])                         # [B, F*E]
         h = relu(affine(user, p["expert_w0"], p["expert_b0"], ones))
         h = self._dropout(h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2]))      # [K, B, h0]
         ones_k = ones.unsqueeze(0).expand([K, -1, 1])                                      # [K, B, 1]
@@ -171,6 +182,13 @@ class MetaHeacNet(nn.Layer):
         critics = paddle.nn.functional.sigmoid(affine(mixed, p["critic_w"], p["critic_b"], ones))  # [B, O]
         critic_gate = self._gate(task, p, "critic_gate", ones)                            # [B, O]
         return (critics * critic_gate).sum(axis=1)                                        # [B]
+
+    def gates(self, rows, seq_lengths, params=None):
+        """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""
+        p = params if params is not None else dict(self.named_parameters())
+        _, task = self._represent(rows, seq_lengths, p)
+        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)
+        return self._gate(task, p, "expert_gate", ones), self._gate(task, p, "critic_gate", ones)
 
     def _dropout(self, h):
         """Inverted dropout as a mask product (F.dropout has no double grad)."""

@@ -208,3 +208,48 @@ def test_schemas_without_a_user_group(tiny_config, drop):
     net = build(config)
     _, grads = meta_grads(net, meta_batch(config, 2, seed=3), local_lr=0.5, order=2, inner_steps=1)
     assert all(np.abs(g).sum() > 0 for g in grads.values())
+
+
+def test_gates_see_only_the_configured_ad_fields(tiny_config):
+    """An ad field left out of gate_fields has no effect on the output; one in it has."""
+    net = build(tiny_config(hyper={"gate_fields": ["adCategoryId"]}))
+    schema = net.schema
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, schema.col_vocab, size=(6, schema.num_id_cols))
+    lengths = np.stack([rng.integers(0, f.width + 1, size=6) for f in schema.sequence], 1)
+    run = lambda x: net.forward_rows(paddle.to_tensor(x + schema.col_offsets), paddle.to_tensor(lengths)).numpy()  # noqa: E731
+    category, product = schema.num_id_cols - 2, schema.num_id_cols - 1  # ad columns: adCategoryId, productType
+    other_product, other_category = ids.copy(), ids.copy()
+    other_product[:, product] = (ids[:, product] + 1) % schema.col_vocab[product]
+    other_category[:, category] = (ids[:, category] + 1) % schema.col_vocab[category]
+    np.testing.assert_array_equal(run(ids), run(other_product))
+    assert np.abs(run(ids) - run(other_category)).max() > 1e-6
+    assert net.expert_gate_w0.shape[0] == 2 * 4  # (1 ad field + user mean) * embed_dim
+
+
+@pytest.mark.parametrize("fields, needle", [(["campaignId"], "not ad fields"), (["age"], "not ad fields"),
+                                            ([], "non-empty list"), (["productType", "productType"], "repeats")])
+def test_bad_gate_fields_are_named(tiny_config, fields, needle):
+    from tools.utils.config import ConfigError
+    with pytest.raises(ConfigError, match="hyper_parameters.gate_fields") as err:
+        build(tiny_config(hyper={"gate_fields": fields}))
+    assert needle in str(err.value)
+
+
+def test_learning_rate_scales_multiply_the_outer_step(tiny_config):
+    """Adam's first step moves each weight by about the learning rate, so with
+    the same gradients the steps of the scaled groups are the scale times as large."""
+    def first_step(emb_scale, gate_scale):
+        config = tiny_config(overrides=[f"hyper_parameters.optimizer.embedding_lr_scale={emb_scale}",
+                                        f"hyper_parameters.optimizer.gate_lr_scale={gate_scale}"])
+        net = build(config, seed=20)
+        optimizer = DygraphModel().create_optimizer(net, config)
+        before = {n: p.numpy().copy() for n, p in net.named_parameters()}
+        meta.meta_train_loss(net, meta_batch(config, 2, seed=21), local_lr=0.5).backward()
+        optimizer.step()
+        return {n: np.abs(p.numpy() - before[n]).max() for n, p in net.named_parameters()}
+
+    base, scaled = first_step(1.0, 1.0), first_step(0.25, 4.0)
+    for name in base:
+        ratio = 0.25 if name == "embedding" else 4.0 if "_gate_" in name else 1.0
+        assert scaled[name] == pytest.approx(ratio * base[name], rel=1e-3), name

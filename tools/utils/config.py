@@ -96,6 +96,7 @@ SPEC = {
     "hyper_parameters.embedding_init_std": (float, None, _positive, False, "embeddings start N(0, std); unset: per-field Xavier uniform (PaddleRec)"),
     "hyper_parameters.expert_activation": (str, "relu", _one_of("relu", "linear"), False, "expert hidden activation; linear makes each expert a linear scorer of the embeddings"),
     "hyper_parameters.dropout": (float, 0.0, _below_one, False, "dropout on expert hidden units during meta-training and fine-tuning"),
+    "hyper_parameters.gate_fields": (list, None, None, False, "ad fields whose embeddings feed the two gates (unset: all ad fields); leave out ids a new campaign never shares with past ones (its own campaign/advertiser id)"),
     # -- meta-learning --------------------------------------------------
     "hyper_parameters.task_count": (int, 5, _positive, False, "tasks (campaigns) per meta-batch"),
     "hyper_parameters.batch_size": (int, 1024, _positive, False, "support and query rows per task"),
@@ -109,6 +110,8 @@ SPEC = {
     "hyper_parameters.optimizer.global_learning_rate": (float, 0.001, _positive, False, "outer (meta) Adam learning rate"),
     "hyper_parameters.optimizer.local_test_learning_rate": (float, 0.001, _positive, False, "per-campaign fine-tune Adam learning rate"),
     "hyper_parameters.optimizer.weight_decay": (float, 0.0, _non_negative, False, "L2 weight decay of the outer (meta) Adam"),
+    "hyper_parameters.optimizer.embedding_lr_scale": (float, 1.0, _positive, False, "outer learning rate of the embedding table, as a multiple of global_learning_rate"),
+    "hyper_parameters.optimizer.gate_lr_scale": (float, 1.0, _positive, False, "outer learning rate of the two gates, as a multiple of global_learning_rate"),
     "hyper_parameters.optimizer.strategy": (str, "async", None, False, "PaddleRec compatibility, ignored"),
 }
 

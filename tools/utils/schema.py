@@ -88,6 +88,19 @@ class FeatureSchema:
         """Per-field ids [n, C] (numpy) -> rows of the fused table, int64 [n, C]."""
         return ids.astype(np.int64) + self.col_offsets
 
+    def ad_positions(self, names=None, key="hyper_parameters.gate_fields"):
+        """Positions in the ad group [Fa] of the ad fields `names` (None: all of them)."""
+        ad_names = [f.name for f in self.ad]
+        if names is None:
+            return list(range(len(ad_names)))
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{key} must be a non-empty list of ad field names, got {names!r}")
+        unknown = [n for n in names if n not in ad_names]
+        if unknown or len(set(names)) != len(names):
+            raise ConfigError(f"{key}: {unknown or names} {'are not ad fields' if unknown else 'repeats a name'}; "
+                              f"choose from the ad fields {ad_names}")
+        return sorted(ad_names.index(n) for n in names)
+
     @property
     def num_user_fields(self):
         return len(self.static) + len(self.sequence)
