@@ -224,6 +224,9 @@ def test_gates_see_only_the_configured_ad_fields(tiny_config):
     other_category[:, category] = (ids[:, category] + 1) % schema.col_vocab[category]
     np.testing.assert_array_equal(run(ids), run(other_product))
     assert np.abs(run(ids) - run(other_category)).max() > 1e-6
+    expert, critic = net.gates(paddle.to_tensor(ids + schema.col_offsets), paddle.to_tensor(lengths))
+    assert expert.shape == [6, 3] and critic.shape == [6, 2]  # [B, K], [B, O]
+    np.testing.assert_allclose(expert.sum(axis=1).numpy(), 1.0, rtol=1e-6)
     assert net.expert_gate_w0.shape[0] == 2 * 4  # (1 ad field + user mean) * embed_dim
 
 
