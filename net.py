@@ -60,7 +60,7 @@ class MetaHeacNet(nn.Layer):
         # The gates see the mean user embedding and the embeddings of these ad
         # fields. Ids a new campaign never shares with past ones (its own
         # campaign id) have an untrained embedding at test time: noise to the gate.
-        self.gate_positions = schema.ad_positions(gate_fields)
+        self.gate_positions = schema.gate_positions(gate_fields)
         gate_in = (len(self.gate_positions) + 1) * E
 
         self.embedding = self._embedding_table(schema, E, embedding_init_std)

@@ -95,7 +95,7 @@ def parse_args(argv=None):
                    help="config overrides for both MetaHeac and Pooled, e.g. -o runner.epochs=4")
     p.add_argument("--seeds", type=int, default=1,
                    help="train each network with this many runner.seed values (seed, seed+1, ...) and "
-                        "report the mean: single runs differ by ~0.01-0.02 GAUC with the seed")
+                        "report the mean: single runs differ by ~0.01-0.03 GAUC with the seed")
     p.add_argument("--workdir", help="where data, checkpoints and infer outputs go (default: a new temp dir)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--verbose", action="store_true", help="show the trainer's and infer's own log")

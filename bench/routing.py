@@ -31,7 +31,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--config", default=os.path.join(ROOT, "config.yaml"))
     p.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
-    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last one)")
+    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: runner.infer_end_epoch - 1)")
     p.add_argument("--data", nargs="*", help="data dirs with *.pkl (default: train and test dirs of the config)")
     p.add_argument("--by", default="adCategoryId", help="ad field to group campaigns by")
     return p.parse_args(argv)
@@ -68,23 +68,18 @@ def main(argv=None):
     args = parse_args(argv)
     import numpy as np
 
+    from tools.campaign import load_model
     from tools.utils import runtime
-    from tools.utils.checkpoint import load_checkpoint
     from tools.utils.config import load_config
     from tools.utils.task_store import convert_frame, read_dataframe
 
     config = load_config(args.config, args.opt, cwd=os.getcwd())
     runtime.configure_threads(config)
-    model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel().create_model(config)
+    _, model, ckpt = load_model(config, args.epoch)
     if args.by not in [f.name for f in model.schema.ad]:
         sys.exit(f"error: --by {args.by!r} is not an ad field; choose from {[f.name for f in model.schema.ad]}")
-    root = config["runner.model_save_path"]
-    epochs = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
-    epoch = args.epoch if args.epoch is not None else (epochs[-1] if epochs else 0)
-    load_checkpoint(os.path.join(root, str(epoch)), model, key="runner.model_save_path")
-    model.eval()
     np.set_printoptions(precision=2, suppress=True)
-    print(f"checkpoint {os.path.join(root, str(epoch))}; gates averaged over each campaign's rows")
+    print(f"checkpoint {ckpt}; gates averaged over each campaign's rows")
     dirs = args.data or [d for d in (config["runner.train_data_dir"], config["runner.test_data_dir"]) if d]
     for data_dir in dirs:
         for path in sorted(glob.glob(os.path.join(data_dir, "*stage1.pkl"))):

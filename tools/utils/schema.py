@@ -88,9 +88,10 @@ class FeatureSchema:
         """Per-field ids [n, C] (numpy) -> rows of the fused table, int64 [n, C]."""
         return ids.astype(np.int64) + self.col_offsets
 
-    def ad_positions(self, names=None, key="hyper_parameters.gate_fields"):
-        """Positions in the ad group [Fa] of the ad fields `names` (None: all of them)."""
-        ad_names = [f.name for f in self.ad]
+    def gate_positions(self, names=None):
+        """Positions in the ad group [Fa] of the ad fields hyper_parameters.gate_fields
+        names (None: all of them)."""
+        key, ad_names = "hyper_parameters.gate_fields", [f.name for f in self.ad]
         if names is None:
             return list(range(len(ad_names)))
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
