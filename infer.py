@@ -58,17 +58,10 @@ def evaluate_campaign(dy_model_class, model, campaign, config):
 def evaluate(config):
     import numpy as np
 
-    from tools.utils import metrics, report
+    from tools.utils import distributed, metrics, report
     from tools.utils.checkpoint import infer_root, load_checkpoint
 
-    from tools.utils import distributed
-
-    rank, size = distributed.world()
-    runtime.seed_everything(config["runner.seed"])
-    runtime.set_device(config)
-    distributed.init()
-    if rank > 0:  # rank 0 reports; the others only warn
-        runtime.logger.setLevel("WARNING")
+    rank, size, _ = distributed.start(config)
     dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
     reader = runtime.load_module(config, config["runner.infer_reader_path"], "runner.infer_reader_path")
     test_dir = require(config, "runner.test_data_dir")

@@ -80,12 +80,7 @@ def train(config):
     from tools.utils.checkpoint import save_checkpoint
     from tools.utils.prefetch import prefetch
 
-    rank, size = distributed.world()
-    runtime.seed_everything(config["runner.seed"])
-    device = runtime.set_device(config)
-    distributed.init()
-    if rank > 0:  # rank 0 reports; the others only warn
-        runtime.logger.setLevel("WARNING")
+    rank, size, device = distributed.start(config)
     error = setup = None
     try:
         setup = _setup(config, rank, size)

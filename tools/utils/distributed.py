@@ -24,6 +24,21 @@ def init():
         dist.init_parallel_env()
 
 
+def start(config):
+    """Per-process start of a train or infer run: seeds, device, the process
+    group when launched with several ranks; ranks other than 0 log warnings
+    only (rank 0 reports). Returns (rank, world size, device)."""
+    from tools.utils import runtime
+
+    rank, size = world()
+    runtime.seed_everything(config["runner.seed"])
+    device = runtime.set_device(config)
+    init()
+    if rank > 0:
+        runtime.logger.setLevel("WARNING")
+    return rank, size, device
+
+
 def check_all(error):
     """Every rank reports whether its set-up failed; if any did, all raise with
     that rank's message (instead of the others waiting in a collective)."""
