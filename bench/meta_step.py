@@ -21,11 +21,11 @@ threads_from_env()
 def forward_flops_per_row(cfg, schema):
     E, dims = cfg["hyper_parameters.embed_dim"], cfg["hyper_parameters.mlp_dims"]
     K, O = cfg["hyper_parameters.num_expert"], cfg["hyper_parameters.num_output"]
-    F, Fa = schema.num_user_fields, len(schema.ad)
+    F, Fg = schema.num_user_fields, len(schema.gate_positions(cfg["hyper_parameters.gate_fields"]))
     H = dims[-1]
     flops = 2 * F * E * K * dims[0]                                   # expert layer 0 (fused)
     flops += sum(2 * K * a * b for a, b in zip(dims[:-1], dims[1:]))  # expert layers 1..
-    gate_in = (Fa + 1) * E
+    gate_in = (Fg + 1) * E
     flops += 2 * (2 * gate_in * H) + 2 * H * K + 2 * H * O            # two gates
     flops += 2 * H * O                                                # critics
     return flops
