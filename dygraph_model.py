@@ -7,6 +7,7 @@ import paddle
 
 import net
 from tools.utils import finetune, meta
+from tools.utils.config import lr_scale
 from tools.utils.schema import schema_from_config
 
 
@@ -22,7 +23,10 @@ class DygraphModel:
             dropout=config["hyper_parameters.dropout"],
             embedding_init_std=config["hyper_parameters.embedding_init_std"],
             expert_activation=config["hyper_parameters.expert_activation"],
-            gate_fields=config["hyper_parameters.gate_fields"])
+            gate_fields=config["hyper_parameters.gate_fields"],
+            wide=config["hyper_parameters.wide"],
+            gate=config["hyper_parameters.gate"],
+            gate_init_std=config["hyper_parameters.gate_init_std"])
 
     def create_feeds(self, batch, config):
         """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""
@@ -40,12 +44,10 @@ class DygraphModel:
         decay = config["hyper_parameters.optimizer.weight_decay"]
         # Per-parameter multipliers of the outer learning rate. A gate must
         # learn to route campaigns to experts before the embeddings memorise
-        # the training rows, hence a faster gate and a slower table.
-        scales = {"embedding": config["hyper_parameters.optimizer.embedding_lr_scale"],
-                  "gate": config["hyper_parameters.optimizer.gate_lr_scale"]}
+        # the training rows, hence a faster gate; the wide weights start at 0
+        # and need a faster rate to reach a regression's size in a few epochs.
         for name, p in dy_model.named_parameters():
-            group = "embedding" if name == "embedding" else "gate" if "_gate_" in name else None
-            p.optimize_attr["learning_rate"] = scales[group] if group else 1.0
+            p.optimize_attr["learning_rate"] = lr_scale(config, name)
         return paddle.optimizer.Adam(
             learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
             parameters=dy_model.parameters(),

@@ -44,7 +44,7 @@ class MetaHeacNet(nn.Layer):
     """
 
     def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None,
-                 expert_activation="relu", gate_fields=None):
+                 expert_activation="relu", gate_fields=None, wide=False, gate="mlp", gate_init_std=1.0):
         super().__init__()
         self.schema = schema
         self.dropout = dropout  # on expert hidden units, in training mode only
@@ -53,6 +53,8 @@ class MetaHeacNet(nn.Layer):
         self.expert_activation = expert_activation
         self.embed_dim = E = embed_dim
         self.num_expert = K = num_expert
+        self.num_output = num_output
+        self.gate = gate
         self.mlp_dims = list(mlp_dims)
         self.split_sizes = [len(schema.static), schema.seq_width, len(schema.ad)]
         F = schema.num_user_fields
@@ -64,6 +66,26 @@ class MetaHeacNet(nn.Layer):
         gate_in = (len(self.gate_positions) + 1) * E
 
         self.embedding = self._embedding_table(schema, E, embedding_init_std)
+        # Tables indexed by the same rows as `embedding` (the meta step and
+        # fine-tuning cut all of them to the rows a task touches).
+        self.row_tables = ["embedding"]
+        if wide:
+            # One weight per id and expert, from 0: each expert also carries a
+            # logistic regression over the user's ids. On a few thousand rows per
+            # kind of campaign, a linear scorer of the ids learns more per row
+            # than an MLP of embeddings (readme, Accuracy).
+            self.wide = self.create_parameter([schema.num_rows, K], default_initializer=nn.initializer.Constant(0.0))
+            self.row_tables.append("wide")
+        if gate == "lookup":
+            # Gate logits looked up per gate-field id ([K expert | O critic]
+            # columns), summed over the gate fields. Random starting logits route
+            # each category to its own few experts from the first step, so the
+            # experts specialise at once (like hash routing); learnt routing from
+            # a uniform start must first break the experts' symmetry, and did
+            # not (readme, Accuracy). Only ad rows are read.
+            init = nn.initializer.Normal(0.0, gate_init_std)
+            self.gate_table = self.create_parameter([schema.num_rows, K + num_output], default_initializer=init)
+            self.row_tables.append("gate_table")
         # Experts, computed for all K at once. Layer 0 is one fused matmul
         # [B, F*E] @ [F*E, K*h0]; later layers are batched over experts (bmm).
         dims = [F * E] + self.mlp_dims
@@ -73,7 +95,7 @@ class MetaHeacNet(nn.Layer):
             setattr(self, f"expert_w{i}", self._weight([K, dims[i], dims[i + 1]], dims[i], dims[i + 1]))
             setattr(self, f"expert_b{i}", self._bias([K, 1, dims[i + 1]]))
         # Two gates on the task representation: one mixes experts, one critics.
-        for name, out in (("expert_gate", K), ("critic_gate", num_output)):
+        for name, out in (("expert_gate", K), ("critic_gate", num_output)) if gate == "mlp" else ():
             setattr(self, f"{name}_w0", self._weight([gate_in, H], gate_in, H))
             setattr(self, f"{name}_b0", self._bias([H]))
             setattr(self, f"{name}_w1", self._weight([H, out], H, out))
@@ -128,44 +150,66 @@ class MetaHeacNet(nn.Layer):
         return self.forward_rows(self.table_rows(static_ids, seq_ids, ad_ids), seq_lengths, params)
 
     def _represent(self, rows, seq_lengths, p):
-        """User representation [B, F*E] and task representation [B, (Fg+1)*E] (the gates' input)."""
+        """User representation [B, F*E], the gates' input (task representation
+        [B, (Fg+1)*E] for MLP gates, gate-field rows [B, Fg] for lookup gates)
+        and the wide scores [B, K] (None without the wide part)."""
         E = self.embed_dim
         table = p["embedding"]
         # One gather per group rather than one gather then a split: the split's
         # backward (a concat into a zero tensor) costs more than the gathers.
         # Shapes use -1 for the batch so the layer also exports with a dynamic batch.
         sizes = [n for n in self.split_sizes if n]
-        groups = iter(paddle.split(rows, sizes, axis=1) if len(sizes) > 1 else [rows])
-
-        def lookup(n):  # [B, n] rows -> [B, n, E]
-            return paddle.gather(table, next(groups).reshape([-1])).reshape([-1, n, E])
-
+        groups = paddle.split(rows, sizes, axis=1) if len(sizes) > 1 else [rows]
         n_static, width, n_ad = self.split_sizes
-        user_parts = [lookup(n_static)] if n_static else []                                # [B, Fs, E]
+        static_rows = groups.pop(0) if n_static else None                                # [B, Fs]
+        seq_rows = groups.pop(0) if width else None                                      # [B, W]
+        ad_rows = groups.pop(0)                                                          # [B, Fa]
+        if len(self.gate_positions) < n_ad:
+            ad_rows = paddle.gather(ad_rows, self.gate_ad_pos, axis=1)                   # [B, Fg]
+
+        def lookup(t, r):  # rows [B, n] of table t [R, D] -> [B, n, D]
+            return paddle.gather(t, r.reshape([-1])).reshape([-1, r.shape[1], t.shape[1]])
+
+        pool = None
         if width:
-            seq = lookup(width)                                                            # [B, W, E]
             # Masked mean of each sequence field over its first `length` ids, as one
             # bmm with a per-row pooling matrix (cheaper than weighting [B, W, E]).
             length = paddle.gather(seq_lengths.astype("int64"), self.seq_field_of_col, axis=1)  # [B, W]
             weight = ((self.seq_pos < length).astype(table.dtype)
-                      / paddle.clip(length, min=1).astype(table.dtype))                    # [B, W]
-            pool = self.seq_pool.unsqueeze(0) * weight.unsqueeze(1)                        # [B, Fq, W]
-            user_parts.append(paddle.bmm(pool, seq))                                       # [B, Fq, E]
-        ad = lookup(n_ad)                                                                  # [B, Fa, E]
-        if len(self.gate_positions) < n_ad:
-            ad = paddle.gather(ad, self.gate_ad_pos, axis=1)                               # [B, Fg, E]
+                      / paddle.clip(length, min=1).astype(table.dtype))                  # [B, W]
+            pool = self.seq_pool.unsqueeze(0) * weight.unsqueeze(1)                      # [B, Fq, W]
 
-        user = paddle.concat(user_parts, axis=1) if len(user_parts) > 1 else user_parts[0]  # [B, F, E]
-        task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
-        task = task.reshape([-1, (len(self.gate_positions) + 1) * E])                      # [B, (Fg+1)E]
-        return user.reshape([-1, self.schema.num_user_fields * E]), task                   # [B, F*E]
+        def user_fields(t):  # the user's static ids and pooled lists in table t -> [B, F, D]
+            parts = [lookup(t, static_rows)] if n_static else []                         # [B, Fs, D]
+            if width:
+                parts.append(paddle.bmm(pool, lookup(t, seq_rows)))                      # [B, Fq, D]
+            return paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0]
+
+        user = user_fields(table)                                                        # [B, F, E]
+        wide = user_fields(p["wide"]).sum(axis=1) if "wide" in p else None               # [B, K]
+        if self.gate == "lookup":
+            gate_in = ad_rows                                                            # [B, Fg]
+        else:
+            ad = lookup(table, ad_rows)                                                  # [B, Fg, E]
+            gate_in = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
+            gate_in = gate_in.reshape([-1, (len(self.gate_positions) + 1) * E])          # [B, (Fg+1)E]
+        return user.reshape([-1, self.schema.num_user_fields * E]), gate_in, wide        # [B, F*E]
+
+    def _gates(self, gate_in, p, ones):
+        """The expert gate [B, K] and critic gate [B, O]."""
+        if self.gate == "lookup":
+            K = self.num_expert
+            logits = paddle.gather(p["gate_table"], gate_in.reshape([-1]))
+            logits = logits.reshape([-1, gate_in.shape[1], K + self.num_output]).sum(axis=1)  # [B, K+O]
+            return softmax(logits[:, :K]), softmax(logits[:, K:])
+        return self._mlp_gate(gate_in, p, "expert_gate", ones), self._mlp_gate(gate_in, p, "critic_gate", ones)
 
     def forward_rows(self, rows, seq_lengths, params=None):
         """rows [B, C] index params['embedding'] (the whole table, or a slice of
         the rows a task touches with rows remapped into it)."""
         p = params if params is not None else dict(self.named_parameters())
         K = self.num_expert
-        user, task = self._represent(rows, seq_lengths, p)                                # [B, F*E], [B, (Fg+1)E]
+        user, gate_in, wide = self._represent(rows, seq_lengths, p)                       # [B, F*E]
         # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
         # broadcast add (a reduction over the batch) costs more than the matmul.
         ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)                  # [B, 1]
@@ -177,18 +221,19 @@ class MetaHeacNet(nn.Layer):
             h = paddle.bmm(h, p[f"expert_w{i}"]) + paddle.bmm(ones_k, p[f"expert_b{i}"])
             h = self._dropout(relu(h))                                                     # [K, B, hi]
 
-        expert_gate = self._gate(task, p, "expert_gate", ones)                            # [B, K]
+        expert_gate, critic_gate = self._gates(gate_in, p, ones)                          # [B, K], [B, O]
         mixed = (h * expert_gate.transpose([1, 0]).unsqueeze(-1)).sum(axis=0)             # [B, H]
-        critics = paddle.nn.functional.sigmoid(affine(mixed, p["critic_w"], p["critic_b"], ones))  # [B, O]
-        critic_gate = self._gate(task, p, "critic_gate", ones)                            # [B, O]
+        logits = affine(mixed, p["critic_w"], p["critic_b"], ones)                        # [B, O]
+        if wide is not None:  # the experts' regressions, mixed by the same gate
+            logits = logits + (wide * expert_gate).sum(axis=1, keepdim=True)              # [B, O]
+        critics = paddle.nn.functional.sigmoid(logits)                                    # [B, O]
         return (critics * critic_gate).sum(axis=1)                                        # [B]
 
     def gates(self, rows, seq_lengths, params=None):
         """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""
         p = params if params is not None else dict(self.named_parameters())
-        _, task = self._represent(rows, seq_lengths, p)
-        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)
-        return self._gate(task, p, "expert_gate", ones), self._gate(task, p, "critic_gate", ones)
+        _, gate_in, _ = self._represent(rows, seq_lengths, p)
+        return self._gates(gate_in, p, paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype))
 
     def _dropout(self, h):
         """Inverted dropout as a mask product (F.dropout has no double grad)."""
@@ -198,6 +243,6 @@ class MetaHeacNet(nn.Layer):
         return h * keep / (1.0 - self.dropout)
 
     @staticmethod
-    def _gate(task, p, name, ones):
+    def _mlp_gate(task, p, name, ones):
         hidden = paddle.nn.functional.relu(affine(task, p[f"{name}_w0"], p[f"{name}_b0"], ones))
         return softmax(affine(hidden, p[f"{name}_w1"], p[f"{name}_b1"], ones))

@@ -4,8 +4,9 @@ achieved GFLOP/s next to a plain matmul's GFLOP/s measured in the same run.
 
     python bench/meta_step.py [--batches 256 1024] [--steps 5]
 
-FLOPs are counted for the dense layers only (experts, gates, critics); the
-embedding gather, pooling and elementwise ops are not counted, so the
+FLOPs are counted for the dense layers only (experts, MLP gates, critics);
+the table gathers (embedding, wide weights, lookup gates), pooling and
+elementwise ops are not counted, so the
 achieved figure is a lower bound. Forward = 2*m*n*k per matmul; a backward
 costs two forward matmuls (grads of inputs and weights). First order per
 task: support forward+backward (inner gradient) + query forward+backward
@@ -25,8 +26,9 @@ def forward_flops_per_row(cfg, schema):
     H = dims[-1]
     flops = 2 * F * E * K * dims[0]                                   # expert layer 0 (fused)
     flops += sum(2 * K * a * b for a, b in zip(dims[:-1], dims[1:]))  # expert layers 1..
-    gate_in = (Fg + 1) * E
-    flops += 2 * (2 * gate_in * H) + 2 * H * K + 2 * H * O            # two gates
+    if cfg["hyper_parameters.gate"] == "mlp":                         # lookup gates are gathers
+        gate_in = (Fg + 1) * E
+        flops += 2 * (2 * gate_in * H) + 2 * H * K + 2 * H * O        # two gate MLPs
     flops += 2 * H * O                                                # critics
     return flops
 

@@ -9,8 +9,8 @@ from tools.utils import finetune
 from tools.utils.schema import schema_from_config
 
 
-def setup(tiny_config, seed=0, **runner):
-    config = tiny_config(runner=runner)
+def setup(tiny_config, seed=0, hyper=None, overrides=(), **runner):
+    config = tiny_config(runner=runner, hyper=hyper, overrides=overrides)
     paddle.seed(seed)
     net = DygraphModel().create_model(config)
     net.eval()
@@ -27,7 +27,7 @@ def changed(net, params, uniq):
     own = dict(net.named_parameters())
     out = {}
     for name, t in params.items():
-        base = own[name].numpy()[uniq] if name == "embedding" else own[name].numpy()
+        base = own[name].numpy()[uniq] if name in net.row_tables else own[name].numpy()
         out[name] = not np.array_equal(base, t.numpy())
     return out
 
@@ -116,3 +116,38 @@ def test_zero_fine_tuning_epochs_scores_the_meta_learned_model(tiny_config):
     params, uniq, _, steps = run(config, net, stage1)
     assert steps == 0
     assert not any(changed(net, params, uniq).values())
+
+
+def test_wide_and_lookup_gates_fine_tune_and_merge(tiny_config):
+    """The wide and gate tables are cut to the campaign's rows like the
+    embedding, adapt, and merge back into a full state dict; `heads` adapts
+    the lookup gates but not the wide weights or the embedding."""
+    hyper = {"wide": True, "gate": "lookup"}
+    config, net, stage1 = setup(tiny_config, hyper=hyper)
+    params, uniq, _, _ = run(config, net, stage1)
+    assert all(changed(net, params, uniq).values())
+    state = finetune.merged_state(net, params, uniq)
+    for name in ("wide", "gate_table"):
+        np.testing.assert_array_equal(state[name].numpy()[uniq], params[name].numpy())
+    config, net, stage1 = setup(tiny_config, hyper=hyper, finetune_params="heads")
+    moved = changed(net, *run(config, net, stage1)[:2])
+    assert moved["gate_table"] and moved["critic_w"]
+    assert not moved["wide"] and not moved["embedding"]
+
+
+def test_learning_rate_scales_apply_to_fine_tuning(tiny_config):
+    """optimizer.*_lr_scale multiply the fine-tuning rate as they do the outer one:
+    one Adam step moves each weight by about its learning rate."""
+    def one_step(scale):
+        overrides = [f"hyper_parameters.optimizer.{k}_lr_scale={scale}" for k in ("wide", "gate", "embedding")]
+        config, net, stage1 = setup(tiny_config, hyper={"wide": True, "gate": "lookup"}, overrides=overrides,
+                                    finetune_steps=1)
+        params, uniq, _, _ = run(config, net, stage1)
+        own = dict(net.named_parameters())
+        return {n: np.abs(t.numpy() - (own[n].numpy()[uniq] if n in net.row_tables else own[n].numpy())).max()
+                for n, t in params.items()}
+
+    base, scaled = one_step(1.0), one_step(3.0)
+    for name in ("wide", "gate_table", "embedding"):
+        assert scaled[name] == pytest.approx(3.0 * base[name], rel=1e-3), name
+    assert scaled["critic_w"] == pytest.approx(base["critic_w"], rel=1e-3)

@@ -16,6 +16,11 @@ def float64():
     paddle.set_default_dtype("float32")
 
 
+# The PaddleRec network, and the one with wide weights and lookup gates (two
+# more tables indexed by the embedding's rows, and no gate MLPs).
+ARCHS = {"mlp_gates": {}, "wide_lookup": {"wide": True, "gate": "lookup"}}
+
+
 def build(config, seed=0):
     paddle.seed(seed)
     return DygraphModel().create_model(config)
@@ -90,8 +95,9 @@ def test_sequence_padding_is_ignored(tiny_config):
     np.testing.assert_array_equal(run(ids), run(other))
 
 
-def test_second_order_matches_finite_differences(tiny_config, float64):
-    config = tiny_config(hyper={"local_lr": 0.5, "inner_steps": 2})
+@pytest.mark.parametrize("arch", ARCHS)
+def test_second_order_matches_finite_differences(tiny_config, float64, arch):
+    config = tiny_config(hyper={"local_lr": 0.5, "inner_steps": 2, **ARCHS[arch]})
     net = build(config, seed=5)
     rng = np.random.default_rng(0)
     # Zero-initialised biases put ReLUs of dead inputs exactly on their kink,
@@ -110,7 +116,7 @@ def test_second_order_matches_finite_differences(tiny_config, float64):
         base = p.numpy().copy()
         for _ in range(3):
             idx = tuple(rng.integers(0, s) for s in base.shape)
-            if name == "embedding":  # a row the tasks actually use
+            if name in net.row_tables:  # a row the tasks actually use
                 idx = (int(tasks["rows"].numpy()[rng.integers(0, 5)]), idx[1])
             vals = []
             for sign in (1, -1):
@@ -154,9 +160,10 @@ def test_first_order_matches_hand_computation(tiny_config):
         np.testing.assert_allclose(got[n], w.numpy(), rtol=1e-5, atol=1e-7, err_msg=n)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("order", [1, 2])
-def test_touched_rows_equal_whole_table(tiny_config, order):
-    config = tiny_config()
+def test_touched_rows_equal_whole_table(tiny_config, order, arch):
+    config = tiny_config(hyper=ARCHS[arch])
     net = build(config, seed=8)
     tasks = meta_batch(config, 2, seed=9)
     kw = dict(local_lr=0.5, order=order, inner_steps=2)
@@ -167,9 +174,10 @@ def test_touched_rows_equal_whole_table(tiny_config, order):
         np.testing.assert_allclose(g_rows[n], g_table[n], rtol=1e-4, atol=1e-7, err_msg=n)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("order", [1, 2])
-def test_every_parameter_gets_a_gradient(tiny_config, order):
-    config = tiny_config()
+def test_every_parameter_gets_a_gradient(tiny_config, order, arch):
+    config = tiny_config(hyper=ARCHS[arch])
     net = build(config, seed=10)
     tasks = meta_batch(config, 2, seed=11)
     _, grads = meta_grads(net, tasks, local_lr=0.5, order=order, inner_steps=1, adapt_rows=True)
@@ -239,12 +247,15 @@ def test_bad_gate_fields_are_named(tiny_config, fields, needle):
     assert needle in str(err.value)
 
 
-def test_learning_rate_scales_multiply_the_outer_step(tiny_config):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_learning_rate_scales_multiply_the_outer_step(tiny_config, arch):
     """Adam's first step moves each weight by about the learning rate, so with
     the same gradients the steps of the scaled groups are the scale times as large."""
-    def first_step(emb_scale, gate_scale):
-        config = tiny_config(overrides=[f"hyper_parameters.optimizer.embedding_lr_scale={emb_scale}",
-                                        f"hyper_parameters.optimizer.gate_lr_scale={gate_scale}"])
+    def first_step(emb_scale, gate_scale, wide_scale):
+        config = tiny_config(hyper=ARCHS[arch],
+                             overrides=[f"hyper_parameters.optimizer.embedding_lr_scale={emb_scale}",
+                                        f"hyper_parameters.optimizer.gate_lr_scale={gate_scale}",
+                                        f"hyper_parameters.optimizer.wide_lr_scale={wide_scale}"])
         net = build(config, seed=20)
         optimizer = DygraphModel().create_optimizer(net, config)
         before = {n: p.numpy().copy() for n, p in net.named_parameters()}
@@ -252,7 +263,66 @@ def test_learning_rate_scales_multiply_the_outer_step(tiny_config):
         optimizer.step()
         return {n: np.abs(p.numpy() - before[n]).max() for n, p in net.named_parameters()}
 
-    base, scaled = first_step(1.0, 1.0), first_step(0.25, 4.0)
+    base, scaled = first_step(1.0, 1.0, 1.0), first_step(0.25, 4.0, 8.0)
+    ratios = {"embedding": 0.25, "gate_table": 4.0, "wide": 8.0}
     for name in base:
-        ratio = 0.25 if name == "embedding" else 4.0 if "_gate_" in name else 1.0
+        ratio = ratios.get(name, 4.0 if "_gate_" in name else 1.0)
         assert scaled[name] == pytest.approx(ratio * base[name], rel=1e-3), name
+
+
+def random_rows(schema, rng, n=6):
+    """Per-field ids [n, C] and sequence lengths [n, Fq] (numpy)."""
+    ids = rng.integers(0, schema.col_vocab, size=(n, schema.num_id_cols))
+    lengths = np.stack([rng.integers(1, f.width + 1, size=n) for f in schema.sequence], 1)
+    return ids, lengths
+
+
+def test_lookup_gates_follow_only_the_gate_field_ids(tiny_config):
+    """Lookup gates are a function of the campaign's gate-field ids alone: the
+    same for every user, different for another category; sharper with a larger
+    starting std."""
+    def gates(std, ids, lengths):
+        net = build(tiny_config(hyper={"gate": "lookup", "gate_init_std": std, "gate_fields": ["adCategoryId"]}), seed=3)
+        schema = net.schema
+        expert, critic = net.gates(paddle.to_tensor(ids + schema.col_offsets), paddle.to_tensor(lengths))
+        return net, expert.numpy(), critic.numpy()
+
+    config = tiny_config(hyper={"gate": "lookup"})
+    schema = schema_from_config(config)
+    ids, lengths = random_rows(schema, np.random.default_rng(4))
+    category = schema.num_id_cols - 2
+    ids[:, category] = 1                      # one campaign, different users
+    net, expert, critic = gates(1.0, ids, lengths)
+    assert expert.shape == (6, 3) and critic.shape == (6, 2)  # [B, K], [B, O]
+    np.testing.assert_allclose(expert.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(expert, np.broadcast_to(expert[0], expert.shape), rtol=1e-6)
+    assert not any("expert_gate" in n or "critic_gate" in n for n, _ in net.named_parameters())
+    other = ids.copy()
+    other[:, category] = 2
+    assert np.abs(gates(1.0, other, lengths)[1] - expert).max() > 1e-3
+    sharp = gates(4.0, ids, lengths)[1]
+    assert sharp.max() > expert.max()
+
+
+def test_wide_weights_start_at_zero_and_score_user_ids_only(tiny_config):
+    """The wide table starts at 0 (the output equals the network without it);
+    a user id's wide weight moves the output, an ad id's does not."""
+    config = tiny_config(hyper={"wide": True, "gate": "lookup"})
+    net = build(config, seed=5)
+    schema = net.schema
+    ids, lengths = random_rows(schema, np.random.default_rng(6))
+    rows = ids + schema.col_offsets
+    run = lambda p: net.forward_rows(paddle.to_tensor(rows), paddle.to_tensor(lengths), p).numpy()  # noqa: E731
+    params = dict(net.named_parameters())
+    assert not np.any(net.wide.numpy())
+    without = {n: t for n, t in params.items() if n != "wide"}
+    np.testing.assert_array_equal(run(params), run(without))
+
+    def bumped(row):
+        table = net.wide.numpy().copy()
+        table[row] += 1.0
+        return run({**params, "wide": paddle.to_tensor(table)})
+
+    static_row, ad_row = rows[0, 0], rows[0, -1]
+    assert abs(bumped(static_row)[0] - run(params)[0]) > 1e-3
+    np.testing.assert_array_equal(bumped(ad_row), run(params))

@@ -95,7 +95,10 @@ SPEC = {
     "hyper_parameters.num_output": (int, 5, _positive, False, "number of critics"),
     "hyper_parameters.embedding_init_std": (float, None, _positive, False, "embeddings start N(0, std); unset: per-field Xavier uniform (PaddleRec)"),
     "hyper_parameters.expert_activation": (str, "relu", _one_of("relu", "linear"), False, "expert hidden activation; linear makes each expert a linear scorer of the embeddings"),
+    "hyper_parameters.wide": (bool, False, None, False, "each expert also has a logistic regression over the user ids (one weight per id and expert, starting at 0), added to the critics' logits"),
     "hyper_parameters.dropout": (float, 0.0, _below_one, False, "dropout on expert hidden units during meta-training and fine-tuning"),
+    "hyper_parameters.gate": (str, "mlp", _one_of("mlp", "lookup"), False, "gate form: mlp (PaddleRec: an MLP of the mean user embedding and the gate fields' embeddings) or lookup (learnt logits per gate-field id, summed; random start)"),
+    "hyper_parameters.gate_init_std": (float, 1.0, _positive, False, "lookup gates: std of the starting logits (larger: sharper initial routing)"),
     "hyper_parameters.gate_fields": (list, None, None, False, "ad fields whose embeddings feed the two gates (unset: all ad fields); leave out ids a new campaign never shares with past ones (its own campaign/advertiser id)"),
     # -- meta-learning --------------------------------------------------
     "hyper_parameters.task_count": (int, 5, _positive, False, "tasks (campaigns) per meta-batch"),
@@ -110,8 +113,9 @@ SPEC = {
     "hyper_parameters.optimizer.global_learning_rate": (float, 0.001, _positive, False, "outer (meta) Adam learning rate"),
     "hyper_parameters.optimizer.local_test_learning_rate": (float, 0.001, _positive, False, "per-campaign fine-tune Adam learning rate"),
     "hyper_parameters.optimizer.weight_decay": (float, 0.0, _non_negative, False, "L2 weight decay of the outer (meta) Adam"),
-    "hyper_parameters.optimizer.embedding_lr_scale": (float, 1.0, _positive, False, "outer learning rate of the embedding table, as a multiple of global_learning_rate"),
-    "hyper_parameters.optimizer.gate_lr_scale": (float, 1.0, _positive, False, "outer learning rate of the two gates, as a multiple of global_learning_rate"),
+    "hyper_parameters.optimizer.embedding_lr_scale": (float, 1.0, _positive, False, "learning rate of the embedding table, as a multiple of global_learning_rate (meta-training) and local_test_learning_rate (fine-tuning)"),
+    "hyper_parameters.optimizer.gate_lr_scale": (float, 1.0, _positive, False, "learning rate of the two gates, as a multiple of global_learning_rate (meta-training) and local_test_learning_rate (fine-tuning)"),
+    "hyper_parameters.optimizer.wide_lr_scale": (float, 1.0, _positive, False, "learning rate of the wide weights, as a multiple of global_learning_rate (meta-training) and local_test_learning_rate (fine-tuning)"),
     "hyper_parameters.optimizer.strategy": (str, "async", None, False, "PaddleRec compatibility, ignored"),
 }
 
@@ -231,6 +235,18 @@ def require(config, key):
         raise ConfigError(f"{config.get('config_path', 'config')}: {key} is not set; "
                           f"add it to the YAML or pass -o {key}=...")
     return value
+
+
+def lr_scale(config, param_name):
+    """The multiplier of the learning rate that optimizer.*_lr_scale gives a network parameter."""
+    opt = "hyper_parameters.optimizer."
+    if param_name == "embedding":
+        return config[opt + "embedding_lr_scale"]
+    if param_name == "wide":
+        return config[opt + "wide_lr_scale"]
+    if param_name == "gate_table" or "_gate_" in param_name:
+        return config[opt + "gate_lr_scale"]
+    return 1.0
 
 
 def resolved_yaml(config):

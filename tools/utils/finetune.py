@@ -11,14 +11,15 @@ import numpy as np
 import paddle
 
 from net import bce_loss
+from tools.utils.config import lr_scale
 from tools.utils.meta import remap_rows
 
 # runner.finetune_params -> which parameters adapt
-_HEADS = ("critic_", "expert_gate_")
+_HEADS = ("critic_", "expert_gate_")  # and lookup gates' gate_table
 PARAM_GROUPS = {
     "all": lambda name: True,
     "no_embedding": lambda name: name != "embedding",
-    "heads": lambda name: name.startswith(_HEADS),
+    "heads": lambda name: name.startswith(_HEADS) or name == "gate_table",
 }
 
 
@@ -32,7 +33,7 @@ def campaign_params(net, uniq, trainable=PARAM_GROUPS["all"]):
     table cut to the rows in `uniq`; those selected by `trainable` get gradients."""
     params = {}
     for name, p in net.named_parameters():
-        value = paddle.gather(p, uniq) if name == "embedding" else p
+        value = paddle.gather(p, uniq) if name in net.row_tables else p
         t = value.detach().clone()
         t.stop_gradient = not trainable(name)
         params[name] = t
@@ -64,9 +65,14 @@ def finetune(net, stage1, config, rng, other_rows=()):
     batch = infer_batch_size(config)
     uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
     params = campaign_params(net, paddle.to_tensor(uniq), PARAM_GROUPS[config["runner.finetune_params"]])
-    trainable = [t for t in params.values() if not t.stop_gradient]
-    optimizer = paddle.optimizer.Adam(
-        learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"], parameters=trainable)
+    # One Adam per learning-rate multiplier (optimizer.*_lr_scale): the copies
+    # are plain tensors, which Paddle's per-parameter rates do not reach.
+    groups = {}
+    for name, t in params.items():
+        if not t.stop_gradient:
+            groups.setdefault(lr_scale(config, name), []).append(t)
+    lr = config["hyper_parameters.optimizer.local_test_learning_rate"]
+    optimizers = [paddle.optimizer.Adam(learning_rate=lr * scale, parameters=ts) for scale, ts in groups.items()]
     labels = stage1["labels"]
     train_idx, val_idx = _split_validation(labels.size, config["runner.finetune_val_fraction"], labels, rng)
     rows_t, len_t, lab_t = (paddle.to_tensor(a) for a in (rows1, stage1["lengths"], labels))
@@ -94,8 +100,9 @@ def finetune(net, stage1, config, rng, other_rows=()):
         for idx in batches() if total else ():
             loss = loss_on(idx)
             loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
+            for optimizer in optimizers:
+                optimizer.step()
+                optimizer.clear_grad()
             steps += 1
             if val_idx.size:  # early stopping on the held-out slice of the seed set
                 net.eval()
@@ -138,7 +145,7 @@ def merged_state(net, params, uniq):
     """The full model's state dict with a campaign's fine-tuned parameters in it."""
     state = {}
     for name, p in net.named_parameters():
-        if name == "embedding":
+        if name in net.row_tables:
             table = p.numpy().copy()
             table[uniq] = params[name].numpy()
             state[name] = paddle.to_tensor(table)

@@ -43,15 +43,15 @@ def meta_train_loss(net, batch, local_lr, order=1, inner_steps=1, adapt_rows=Tru
     """
     base = dict(net.named_parameters())
     if adapt_rows:
-        # One gather for the whole meta-batch: the table's (dense) gradient is
-        # then built once per step rather than once per task.
-        batch_slice = paddle.gather(base["embedding"], batch["rows"])  # [U, E]
+        # One gather per table for the whole meta-batch: each table's (dense)
+        # gradient is then built once per step rather than once per task.
+        batch_slices = {n: paddle.gather(base[n], batch["rows"]) for n in net.row_tables}  # [U, E], ...
     losses = []
     for task in batch["tasks"]:
         params = dict(base)
         sup_rows, qry_rows = task["sup_rows"], task["qry_rows"]
         if adapt_rows:
-            params["embedding"] = paddle.gather(batch_slice, task["idx"])  # [Ut, E]
+            params.update({n: paddle.gather(t, task["idx"]) for n, t in batch_slices.items()})  # [Ut, E], ...
         else:  # whole table: map local ids back to table rows
             table_rows = paddle.gather(batch["rows"], task["idx"])
             sup_rows = paddle.gather(table_rows, sup_rows.reshape([-1])).reshape(sup_rows.shape)
