@@ -205,8 +205,9 @@ class MetaHeacNet(nn.Layer):
         return self._mlp_gate(gate_in, p, "expert_gate", ones), self._mlp_gate(gate_in, p, "critic_gate", ones)
 
     def forward_rows(self, rows, seq_lengths, params=None):
-        """rows [B, C] index params['embedding'] (the whole table, or a slice of
-        the rows a task touches with rows remapped into it)."""
+        """rows [B, C] index the row tables (params['embedding'] and, when
+        present, 'wide' and 'gate_table'): whole tables, or slices of the rows
+        a task touches with rows remapped into them."""
         p = params if params is not None else dict(self.named_parameters())
         K = self.num_expert
         user, gate_in, wide = self._represent(rows, seq_lengths, p)                       # [B, F*E]
