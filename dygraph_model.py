@@ -47,7 +47,7 @@ class DygraphModel:
         # the training rows, hence a faster gate; the wide weights start at 0
         # and need a faster rate to reach a regression's size in a few epochs.
         for name, p in dy_model.named_parameters():
-            p.optimize_attr["learning_rate"] = lr_scale(config, name)
+            p.optimize_attr["learning_rate"] = lr_scale(config, net.param_group(name))
         return paddle.optimizer.Adam(
             learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
             parameters=dy_model.parameters(),

@@ -29,6 +29,17 @@ def affine(x, w, b, ones):
     return paddle.matmul(x, w) + paddle.matmul(ones, b.reshape([1, -1]))
 
 
+def param_group(name):
+    """The group of a MetaHeacNet parameter: embedding, wide, gate (both gates,
+    MLP or lookup), critic or expert. Learning-rate multipliers and the
+    fine-tuning parameter groups are set per group."""
+    if name in ("embedding", "wide"):
+        return name
+    if name == "gate_table" or "_gate_" in name:
+        return "gate"
+    return "critic" if name.startswith("critic_") else "expert"
+
+
 def bce_loss(prob, label):
     """Mean binary cross-entropy of probabilities (double-differentiable)."""
     p = paddle.clip(prob, EPS, 1.0 - EPS)

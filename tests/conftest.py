@@ -39,6 +39,13 @@ def tiny_config(tmp_path):
     return make
 
 
+def random_rows(schema, rng, n=6, min_length=0):
+    """Per-field ids [n, C] and sequence lengths [n, Fq] in [min_length, width] (numpy)."""
+    ids = rng.integers(0, schema.col_vocab, size=(n, schema.num_id_cols))
+    lengths = np.stack([rng.integers(min_length, f.width + 1, size=n) for f in schema.sequence], 1)
+    return ids, lengths
+
+
 def random_task(schema, rng, batch=8):
     """One sampled task as reader_train draws it, before remapping (numpy)."""
     def rows_and_lengths():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import write_config
+from conftest import random_rows, write_config
 from tools.utils.config import ConfigError, load_config
 from tools.utils.schema import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, schema_from_config
 
@@ -136,8 +136,6 @@ def test_shipped_configs_build_the_measured_network(name):
     net = DygraphModel().create_model(config)
     assert net.row_tables == ["embedding", "wide", "gate_table"]
     schema = net.schema
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, schema.col_vocab, size=(4, schema.num_id_cols))
-    lengths = np.stack([rng.integers(0, f.width + 1, size=4) for f in schema.sequence], 1)
+    ids, lengths = random_rows(schema, np.random.default_rng(0), n=4)
     prob = net.forward_rows(paddle.to_tensor(ids + schema.col_offsets), paddle.to_tensor(lengths)).numpy()
     assert prob.shape == (4,) and np.all((prob > 0) & (prob < 1))

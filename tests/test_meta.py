@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import random_task
+from conftest import random_rows, random_task
 from dygraph_model import DygraphModel
 from tools.utils import meta
 from tools.utils.schema import schema_from_config
@@ -69,9 +69,7 @@ def test_forward_with_per_field_ids_matches_table_rows(tiny_config):
     config = tiny_config()
     net = build(config)
     schema = net.schema
-    rng = np.random.default_rng(3)
-    ids = rng.integers(0, schema.col_vocab, size=(5, schema.num_id_cols))
-    lengths = np.stack([rng.integers(0, f.width + 1, size=5) for f in schema.sequence], 1)
+    ids, lengths = random_rows(schema, np.random.default_rng(3), n=5)
     fs, w = len(schema.static), schema.seq_width
     inputs = [paddle.to_tensor(ids[:, :fs]), paddle.to_tensor(ids[:, fs:fs + w]),
               paddle.to_tensor(lengths), paddle.to_tensor(ids[:, fs + w:])]
@@ -222,9 +220,7 @@ def test_gates_see_only_the_configured_ad_fields(tiny_config):
     """An ad field left out of gate_fields has no effect on the output; one in it has."""
     net = build(tiny_config(hyper={"gate_fields": ["adCategoryId"]}))
     schema = net.schema
-    rng = np.random.default_rng(5)
-    ids = rng.integers(0, schema.col_vocab, size=(6, schema.num_id_cols))
-    lengths = np.stack([rng.integers(0, f.width + 1, size=6) for f in schema.sequence], 1)
+    ids, lengths = random_rows(schema, np.random.default_rng(5))
     run = lambda x: net.forward_rows(paddle.to_tensor(x + schema.col_offsets), paddle.to_tensor(lengths)).numpy()  # noqa: E731
     category, product = schema.num_id_cols - 2, schema.num_id_cols - 1  # ad columns: adCategoryId, productType
     other_product, other_category = ids.copy(), ids.copy()
@@ -270,13 +266,6 @@ def test_learning_rate_scales_multiply_the_outer_step(tiny_config, arch):
         assert scaled[name] == pytest.approx(ratio * base[name], rel=1e-3), name
 
 
-def random_rows(schema, rng, n=6):
-    """Per-field ids [n, C] and sequence lengths [n, Fq] (numpy)."""
-    ids = rng.integers(0, schema.col_vocab, size=(n, schema.num_id_cols))
-    lengths = np.stack([rng.integers(1, f.width + 1, size=n) for f in schema.sequence], 1)
-    return ids, lengths
-
-
 def test_lookup_gates_follow_only_the_gate_field_ids(tiny_config):
     """Lookup gates are a function of the campaign's gate-field ids alone: the
     same for every user, different for another category; sharper with a larger
@@ -289,7 +278,7 @@ def test_lookup_gates_follow_only_the_gate_field_ids(tiny_config):
 
     config = tiny_config(hyper={"gate": "lookup"})
     schema = schema_from_config(config)
-    ids, lengths = random_rows(schema, np.random.default_rng(4))
+    ids, lengths = random_rows(schema, np.random.default_rng(4), min_length=1)
     category = schema.num_id_cols - 2
     ids[:, category] = 1                      # one campaign, different users
     net, expert, critic = gates(1.0, ids, lengths)
@@ -310,7 +299,7 @@ def test_wide_weights_start_at_zero_and_score_user_ids_only(tiny_config):
     config = tiny_config(hyper={"wide": True, "gate": "lookup"})
     net = build(config, seed=5)
     schema = net.schema
-    ids, lengths = random_rows(schema, np.random.default_rng(6))
+    ids, lengths = random_rows(schema, np.random.default_rng(6), min_length=1)
     rows = ids + schema.col_offsets
     run = lambda p: net.forward_rows(paddle.to_tensor(rows), paddle.to_tensor(lengths), p).numpy()  # noqa: E731
     params = dict(net.named_parameters())

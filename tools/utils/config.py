@@ -237,16 +237,13 @@ def require(config, key):
     return value
 
 
-def lr_scale(config, param_name):
-    """The multiplier of the learning rate that optimizer.*_lr_scale gives a network parameter."""
-    opt = "hyper_parameters.optimizer."
-    if param_name == "embedding":
-        return config[opt + "embedding_lr_scale"]
-    if param_name == "wide":
-        return config[opt + "wide_lr_scale"]
-    if param_name == "gate_table" or "_gate_" in param_name:
-        return config[opt + "gate_lr_scale"]
-    return 1.0
+_LR_SCALE_KEYS = {group: f"hyper_parameters.optimizer.{group}_lr_scale" for group in ("embedding", "gate", "wide")}
+
+
+def lr_scale(config, group):
+    """The learning-rate multiplier of a parameter group (net.param_group):
+    its optimizer.*_lr_scale, 1 for groups without one (experts, critics)."""
+    return config[_LR_SCALE_KEYS[group]] if group in _LR_SCALE_KEYS else 1.0
 
 
 def resolved_yaml(config):

@@ -10,16 +10,15 @@ epochs over all parameters.
 import numpy as np
 import paddle
 
-from net import bce_loss
+from net import bce_loss, param_group
 from tools.utils.config import lr_scale
 from tools.utils.meta import remap_rows
 
 # runner.finetune_params -> which parameters adapt
-_HEADS = ("critic_", "expert_gate_")  # and lookup gates' gate_table
 PARAM_GROUPS = {
     "all": lambda name: True,
     "no_embedding": lambda name: name != "embedding",
-    "heads": lambda name: name.startswith(_HEADS) or name == "gate_table",
+    "heads": lambda name: param_group(name) in ("gate", "critic"),
 }
 
 
@@ -70,7 +69,7 @@ def finetune(net, stage1, config, rng, other_rows=()):
     groups = {}
     for name, t in params.items():
         if not t.stop_gradient:
-            groups.setdefault(lr_scale(config, name), []).append(t)
+            groups.setdefault(lr_scale(config, param_group(name)), []).append(t)
     lr = config["hyper_parameters.optimizer.local_test_learning_rate"]
     optimizers = [paddle.optimizer.Adam(learning_rate=lr * scale, parameters=ts) for scale, ts in groups.items()]
     labels = stage1["labels"]
