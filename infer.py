@@ -35,12 +35,13 @@ def evaluate_campaign(dy_model_class, model, campaign, config):
     import numpy as np
 
     from tools.utils import metrics, report
+    from tools.utils.finetune import describe_route
 
     t0 = time.time()
     # Seeded from (seed, aid) alone: a campaign's result does not depend on
     # which other campaigns are evaluated, in which order or on which rank.
     rng = np.random.default_rng([config["runner.seed"], campaign["aid"]])
-    scores, steps = dy_model_class.finetune_and_score(model, campaign, config, rng)
+    scores, tuned = dy_model_class.finetune_and_score(model, campaign, config, rng)
     seeds, labels = campaign["stage1"]["labels"], campaign["stage2"]["labels"]
     k = report.audience_size(labels.size, config)
     audience = report.ranked_audience(scores, campaign["stage2"]["user_ids"], k, labels)
@@ -51,7 +52,7 @@ def evaluate_campaign(dy_model_class, model, campaign, config):
            "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
            "audience_size": k, "audience_positives": int(hits),
            "precision@k": hits / k, "recall@k": hits / positives if positives else None,
-           "finetune_steps": steps, "seconds": round(time.time() - t0, 3)}
+           "finetune_steps": tuned.steps, "routed": describe_route(tuned.route), "seconds": round(time.time() - t0, 3)}
     return row, scores, audience
 
 
@@ -87,7 +88,8 @@ def evaluate(config):
             report.write_csv(os.path.join(out_dir, "audience", f"{row['aid']}.csv"), audience, id_name)
             local.append((i, row, campaign["stage2"]["labels"], scores))
             elapsed, count = time.time() - start, len(local)
-            note = "" if row["auc"] is not None else "  (AUC undefined: candidates of one class)"
+            note = f"  (routed by its seeds: {row['routed']})" if row["routed"] else ""
+            note += "" if row["auc"] is not None else "  (AUC undefined: candidates of one class)"
             log.info("[%d/%d] aid %s: seeds %d, candidates %d, AUC %s, P@5%% %s, R@5%% %s, %d steps, %.2fs | "
                      "elapsed %.0fs, remaining ~%.0fs%s", count, mine, row["aid"], row["seed_rows"],
                      row["candidates"], metrics.fmt(row["auc"]), metrics.fmt(row["precision@5%"]),

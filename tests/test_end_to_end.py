@@ -171,8 +171,8 @@ def test_export_matches_dygraph(trained, campaign):
     load_checkpoint(str(work / "out" / "2"), model)
     if campaign:
         seeds = read_campaign_file(str(work / "seeds.pkl"), config)
-        params, uniq, _, _ = finetune_campaign(model, seeds, config)
-        model.set_state_dict(merged_state(model, params, uniq))
+        tuned = finetune_campaign(model, seeds, config)
+        model.set_state_dict(merged_state(model, tuned.params, tuned.uniq))
     model.eval()
     schema = model.schema
     frame = pd.read_pickle(work / "data" / "test_hot" / "test_stage2.pkl").iloc[:300]

@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import make_frame, random_task
+from conftest import make_frame, random_rows, random_task
 from dygraph_model import DygraphModel
 from tools.utils import finetune
 from tools.utils.schema import schema_from_config
@@ -35,7 +35,7 @@ def changed(net, params, uniq):
 def test_defaults_are_paddlerec_epochs_over_all_parameters(tiny_config):
     config, net, stage1 = setup(tiny_config, infer_train_epoch=3)  # batch_size 8 -> 5 steps an epoch
     before = {n: p.numpy().copy() for n, p in net.named_parameters()}
-    params, uniq, _, steps = run(config, net, stage1)
+    params, uniq, _, steps, _ = run(config, net, stage1)
     assert steps == 15
     assert all(changed(net, params, uniq).values())
     for n, p in net.named_parameters():  # the meta-learned model itself is untouched
@@ -46,7 +46,7 @@ def test_defaults_are_paddlerec_epochs_over_all_parameters(tiny_config):
                                            ("no_embedding", ("embedding",))])
 def test_parameter_groups(tiny_config, group, frozen):
     config, net, stage1 = setup(tiny_config, finetune_params=group)
-    params, uniq, _, _ = run(config, net, stage1)
+    params, uniq, *_ = run(config, net, stage1)
     moved = changed(net, params, uniq)
     for name in frozen:
         assert not moved[name], name
@@ -55,17 +55,17 @@ def test_parameter_groups(tiny_config, group, frozen):
 
 def test_step_budget_overrides_epochs(tiny_config):
     config, net, stage1 = setup(tiny_config, finetune_steps=7, infer_train_epoch=50)
-    assert run(config, net, stage1)[3] == 7
+    assert run(config, net, stage1).steps == 7
 
 
 def test_early_stopping_on_held_out_seeds(tiny_config):
     config, net, stage1 = setup(tiny_config, finetune_steps=400, finetune_val_fraction=0.3, finetune_patience=3)
-    params, uniq, _, steps = run(config, net, stage1)
+    params, uniq, _, steps, _ = run(config, net, stage1)
     assert steps < 400  # random labels: the held-out loss stops improving early
     again = run(config, net, stage1)
-    assert again[3] == steps
+    assert again.steps == steps
     for name in params:
-        np.testing.assert_array_equal(params[name].numpy(), again[0][name].numpy())
+        np.testing.assert_array_equal(params[name].numpy(), again.params[name].numpy())
 
 
 def test_dropout_only_in_training_mode(tiny_config):
@@ -113,7 +113,7 @@ def test_linear_experts_option(tiny_config):
 
 def test_zero_fine_tuning_epochs_scores_the_meta_learned_model(tiny_config):
     config, net, stage1 = setup(tiny_config, infer_train_epoch=0)
-    params, uniq, _, steps = run(config, net, stage1)
+    params, uniq, _, steps, _ = run(config, net, stage1)
     assert steps == 0
     assert not any(changed(net, params, uniq).values())
 
@@ -124,7 +124,7 @@ def test_wide_and_lookup_gates_fine_tune_and_merge(tiny_config):
     the lookup gates but not the wide weights or the embedding."""
     hyper = {"wide": True, "gate": "lookup"}
     config, net, stage1 = setup(tiny_config, hyper=hyper)
-    params, uniq, _, _ = run(config, net, stage1)
+    params, uniq, *_ = run(config, net, stage1)
     assert all(changed(net, params, uniq).values())
     state = finetune.merged_state(net, params, uniq)
     for name in ("wide", "gate_table"):
@@ -142,7 +142,7 @@ def test_learning_rate_scales_apply_to_fine_tuning(tiny_config):
         overrides = [f"hyper_parameters.optimizer.{k}_lr_scale={scale}" for k in ("wide", "gate", "embedding")]
         config, net, stage1 = setup(tiny_config, hyper={"wide": True, "gate": "lookup"}, overrides=overrides,
                                     finetune_steps=1)
-        params, uniq, _, _ = run(config, net, stage1)
+        params, uniq, *_ = run(config, net, stage1)
         own = dict(net.named_parameters())
         return {n: np.abs(t.numpy() - (own[n].numpy()[uniq] if n in net.row_tables else own[n].numpy())).max()
                 for n, t in params.items()}
@@ -151,3 +151,68 @@ def test_learning_rate_scales_apply_to_fine_tuning(tiny_config):
     for name in ("wide", "gate_table", "embedding"):
         assert scaled[name] == pytest.approx(3.0 * base[name], rel=1e-3), name
     assert scaled["critic_w"] == pytest.approx(base["critic_w"], rel=1e-3)
+
+
+def routed_setup(tiny_config, truth, own_id=1, n=300, **runner):
+    """A lookup-gated net whose adCategoryId 1 routes to expert 0 and 2 to
+    expert 1, the experts' regressions on age pointing opposite ways, and a
+    seed set of campaign id `own_id` labelled by expert `truth`'s model."""
+    hyper = {"wide": True, "gate": "lookup", "gate_fields": ["adCategoryId"]}
+    config, net, _ = setup(tiny_config, hyper=hyper, infer_train_epoch=0, **runner)
+    schema = net.schema
+    age, cat = schema.static[0], next(f for f in schema.ad if f.name == "adCategoryId")
+    gate = np.zeros(net.gate_table.shape, np.float32)
+    gate[cat.offset + 1, 0] = gate[cat.offset + 2, 1] = 10.0
+    wide = np.zeros(net.wide.shape, np.float32)
+    slope = np.linspace(-3.0, 3.0, age.vocab_size)
+    wide[age.offset:age.offset + age.vocab_size, 0], wide[age.offset:age.offset + age.vocab_size, 1] = slope, -slope
+    net.gate_table.set_value(gate)
+    net.wide.set_value(wide)
+    net.critic_w.set_value(np.zeros(net.critic_w.shape, np.float32))  # the regressions alone score
+    rng = np.random.default_rng(0)
+    ids, lengths = random_rows(schema, rng, n)
+    ids[:, schema.num_id_cols - len(schema.ad) + schema.ad.index(cat)] = own_id
+    p = 1.0 / (1.0 + np.exp(-(slope if truth == 0 else -slope)[ids[:, 0]]))
+    stage1 = {"rows": schema.table_rows(ids), "lengths": lengths,
+              "labels": (rng.random(n) < p).astype(np.float32)}
+    return config, net, stage1, cat
+
+
+def test_seeds_route_a_campaign_whose_gate_id_misdescribes_it(tiny_config):
+    config, net, stage1, cat = routed_setup(tiny_config, truth=1, route_prior=0.1)
+    tuned = run(config, net, stage1)
+    assert tuned.route["field"] == "adCategoryId"
+    assert (tuned.route["own_id"], tuned.route["id"]) == (1, 2)
+    assert tuned.route["own_probability"] < 1e-6
+    assert finetune.describe_route(tuned.route).startswith("adCategoryId 1 -> 2")
+    # the campaign's own gate row now holds id 2's logits (no fine-tuning steps here)
+    own = int(np.searchsorted(tuned.uniq, cat.offset + 1))
+    np.testing.assert_array_equal(tuned.params["gate_table"].numpy()[own], net.gate_table.numpy()[cat.offset + 2])
+    # so it scores its seeds as id 2 does
+    as_two = stage1["rows"].copy()
+    as_two[as_two == cat.offset + 1] = cat.offset + 2
+    batch = finetune.infer_batch_size(config)
+    remapped = np.searchsorted(tuned.uniq, stage1["rows"])
+    np.testing.assert_allclose(finetune.score(net, tuned.params, remapped, stage1["lengths"], batch),
+                               finetune.score(net, None, as_two, stage1["lengths"], batch), atol=1e-6)
+    # the merged state (export) carries the routing under the campaign's own id
+    state = finetune.merged_state(net, tuned.params, tuned.uniq)
+    np.testing.assert_array_equal(state["gate_table"].numpy()[cat.offset + 1], net.gate_table.numpy()[cat.offset + 2])
+
+
+def test_routing_keeps_a_well_described_campaign_and_is_off_by_default(tiny_config):
+    config, net, stage1, _ = routed_setup(tiny_config, truth=0, route_prior=0.1)
+    assert run(config, net, stage1).route is None  # its own id fits its seeds best
+    config, net, stage1, _ = routed_setup(tiny_config, truth=1)
+    assert config["runner.route_prior"] == 0.0
+    assert run(config, net, stage1).route is None  # PaddleRec behaviour: no routing
+
+
+def test_a_weak_seed_set_keeps_the_prior(tiny_config):
+    """Two seeds (at most 2 x 3 nats of evidence: the logits are within +-3)
+    do not outweigh a prior of log(3 / 1e-4) = 10.3 nats on the campaign's own
+    ids; a weak prior lets the same seeds re-route it."""
+    config, net, stage1, _ = routed_setup(tiny_config, truth=1, n=2, route_prior=1e-4)
+    assert run(config, net, stage1).route is None
+    config, net, stage1, _ = routed_setup(tiny_config, truth=1, n=2, route_prior=0.5)
+    assert run(config, net, stage1).route is not None

@@ -28,13 +28,16 @@ def expand(config, args):
     _, model, ckpt = load_model(config, args.epoch)
     seeds = read_campaign_file(args.seeds, config)
     candidates = read_campaign_file(args.candidates, config)
-    params, _, (rows,), steps = finetune_campaign(model, seeds, config, [candidates["rows"]])
-    scores = finetune.score(model, params, rows, candidates["lengths"], finetune.infer_batch_size(config))
+    tuned = finetune_campaign(model, seeds, config, [candidates["rows"]])
+    (rows,) = tuned.others
+    scores = finetune.score(model, tuned.params, rows, candidates["lengths"], finetune.infer_batch_size(config))
     k = report.audience_size(scores.size, config)
     id_name = report.user_id_name(config["hyper_parameters.user_id_col"], candidates["uses_uid"])
     report.write_csv(args.out, report.ranked_audience(scores, candidates["user_ids"], k), id_name)
-    log.info("campaign %d: fine-tuned %s on %d seeds (%d steps), scored %d candidates, wrote the top %d to %s "
-             "in %.1fs", seeds["aid"], ckpt, seeds["labels"].size, steps, scores.size, k, args.out, time.time() - t0)
+    routed = finetune.describe_route(tuned.route)
+    log.info("campaign %d: fine-tuned %s on %d seeds (%d steps%s), scored %d candidates, wrote the top %d to %s "
+             "in %.1fs", seeds["aid"], ckpt, seeds["labels"].size, tuned.steps, f"; routed {routed}" if routed else "",
+             scores.size, k, args.out, time.time() - t0)
     return args.out
 
 

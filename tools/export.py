@@ -47,15 +47,16 @@ def export(config, args):
     import paddle
 
     from tools.campaign import finetune_campaign, load_model, read_campaign_file
-    from tools.utils.finetune import merged_state
+    from tools.utils.finetune import describe_route, merged_state
 
     _, model, ckpt = load_model(config, args.epoch)
     what = f"meta-learned model {ckpt}"
     if args.seeds:
         seeds = read_campaign_file(args.seeds, config)
-        params, uniq, _, steps = finetune_campaign(model, seeds, config)
-        model.set_state_dict(merged_state(model, params, uniq))
-        what = f"campaign {seeds['aid']} ({steps} fine-tune steps on {args.seeds}) from {ckpt}"
+        tuned = finetune_campaign(model, seeds, config)
+        model.set_state_dict(merged_state(model, tuned.params, tuned.uniq))
+        routed = f"; routed {describe_route(tuned.route)}" if tuned.route else ""
+        what = f"campaign {seeds['aid']} ({tuned.steps} fine-tune steps on {args.seeds}{routed}) from {ckpt}"
     out = args.out or os.path.join(os.path.dirname(ckpt), "export")
     layer = serving_layer(model)
     layer.eval()

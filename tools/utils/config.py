@@ -65,6 +65,7 @@ SPEC = {
     "runner.finetune_params": (str, "all", _one_of("all", "no_embedding", "heads"), False, "what fine-tuning adapts: all, all but the embeddings, or the heads (gates and critics)"),
     "runner.finetune_val_fraction": (float, 0.0, _below_one, False, "hold out this fraction of each seed set and keep the fine-tuned parameters with the best loss on it (0: off)"),
     "runner.finetune_patience": (int, 5, _positive, False, "early stopping: steps without improvement on the held-out seeds"),
+    "runner.route_prior": (float, 0.0, _below_one, False, "before fine-tuning, try every other id of each gate field and route the campaign like the one its seeds make most probable; this is the prior probability that its own ids misdescribe it (0: off)"),
     "runner.output_dir": (str, None, None, True, "infer outputs: metrics.json, campaigns.csv, audience/, report.png (default: <infer_load_path>/<epoch>/infer_<split>)"),
     "runner.metrics_path": (str, None, None, True, "infer metrics JSON (default: <output_dir>/metrics.json)"),
     "runner.audience_fraction": (float, 0.05, _fraction, False, "audience size per campaign as a fraction of its candidates"),

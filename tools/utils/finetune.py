@@ -6,13 +6,20 @@ unchanged, so this equals fine-tuning the whole model), trained with Adam on
 its seed set. What adapts, for how long and with what early stopping are
 config keys (runner.finetune_*); the defaults reproduce PaddleRec's fixed
 epochs over all parameters.
+
+Before fine-tuning, a campaign can be routed by its seeds (runner.route_prior,
+see `choose_route`).
 """
+from typing import NamedTuple
+
 import numpy as np
 import paddle
 
-from net import bce_loss, param_group
+from net import EPS, bce_loss, param_group
 from tools.utils.config import lr_scale
 from tools.utils.meta import remap_rows
+
+ROUTE_BATCH = 4096  # rows scored at once when routing
 
 # runner.finetune_params -> which parameters adapt
 PARAM_GROUPS = {
@@ -27,12 +34,22 @@ def infer_batch_size(config):
     return config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
 
 
-def campaign_params(net, uniq, trainable=PARAM_GROUPS["all"]):
-    """Copies of the network's parameters for one campaign, with the embedding
-    table cut to the rows in `uniq`; those selected by `trainable` get gradients."""
+class Finetuned(NamedTuple):
+    params: dict      # name -> the campaign's tensor; row tables cut to `uniq`
+    uniq: np.ndarray  # [U] table rows of the cut row tables
+    others: list      # the `other_rows` blocks, remapped into the cut
+    steps: int        # fine-tuning optimizer steps
+    route: dict       # how the seeds re-routed the campaign, or None
+
+
+def campaign_params(net, uniq, trainable=PARAM_GROUPS["all"], source=None):
+    """Copies of the network's parameters for one campaign, with the row
+    tables cut to the rows in `uniq` (taken from rows `source` when given);
+    those selected by `trainable` get gradients."""
+    source = uniq if source is None else source
     params = {}
     for name, p in net.named_parameters():
-        value = paddle.gather(p, uniq) if name in net.row_tables else p
+        value = paddle.gather(p, source) if name in net.row_tables else p
         t = value.detach().clone()
         t.stop_gradient = not trainable(name)
         params[name] = t
@@ -58,12 +75,16 @@ def finetune(net, stage1, config, rng, other_rows=()):
     stage1: dict of numpy arrays rows [n, C] (table rows), lengths [n, Fq],
     labels [n]. `other_rows` (e.g. the candidates' rows) are included in the
     embedding cut and returned remapped into it. `net` is not modified.
-    Returns (params, uniq [U] table rows of params["embedding"], remapped
-    other_rows, optimizer steps).
+    Returns a Finetuned.
     """
     batch = infer_batch_size(config)
     uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
-    params = campaign_params(net, paddle.to_tensor(uniq), PARAM_GROUPS[config["runner.finetune_params"]])
+    route = choose_route(net, stage1, config["runner.route_prior"], batch)
+    source = uniq.copy()
+    if route:  # the campaign's gate-field row becomes a copy of the chosen id's
+        source[np.searchsorted(uniq, route["own_row"])] = route["row"]
+    params = campaign_params(net, paddle.to_tensor(uniq), PARAM_GROUPS[config["runner.finetune_params"]],
+                             paddle.to_tensor(source))
     # One Adam per learning-rate multiplier (optimizer.*_lr_scale): the copies
     # are plain tensors, which Paddle's per-parameter rates do not reach.
     groups = {}
@@ -120,7 +141,81 @@ def finetune(net, stage1, config, rng, other_rows=()):
             net.eval()
     if best is not None:
         params.update(best)
-    return params, uniq, others, steps
+    return Finetuned(params, uniq, others, steps, route)
+
+
+def describe_route(route):
+    """'adCategoryId 30 -> 9 (own ids 0.2%)' for logs and reports ('' when not re-routed)."""
+    if not route:
+        return ""
+    return (f"{route['field']} {route['own_id']} -> {route['id']} "
+            f"(own ids {100 * route['own_probability']:.1f}%)")
+
+
+def gate_columns(net):
+    """Columns of the rows [n, C] holding the gate fields' ids."""
+    schema = net.schema
+    first_ad = len(schema.static) + schema.seq_width
+    return [(first_ad + pos, schema.ad[pos]) for pos in net.gate_positions]
+
+
+def choose_route(net, stage1, prior, batch=ROUTE_BATCH):
+    """How the seeds route a campaign: None to keep its own gate-field ids, else
+    {"field", "own_row", "row", "own_probability"}: give the campaign the gate
+    inputs (the rows of every row table) of table row `row` instead of `own_row`.
+
+    The gates route a campaign by its ad ids to the experts of the past
+    campaigns those ids describe. When the ids describe it wrongly (a
+    mislabelled category), it is scored by the wrong experts, which a few
+    fine-tuning steps do not undo. So every other id of each gate field is
+    tried in its place: the campaign keeps its own ids with prior probability
+    1 - prior, the alternatives share `prior`, and the seeds' likelihood under
+    the meta-learned model decides (maximum a posteriori). prior 0: off.
+    """
+    if prior <= 0:
+        return None
+    was_training = net.training
+    net.eval()  # no dropout: the likelihoods are compared with each other
+    try:
+        return _map_route(net, stage1, prior, batch)
+    finally:
+        if was_training:
+            net.train()
+
+
+def _map_route(net, stage1, prior, batch):
+    rows, lengths = stage1["rows"], stage1["lengths"]
+    labels = stage1["labels"].astype(np.float64)
+    if labels.size == 0:
+        return None
+
+    def log_likelihood(r):  # eval-mode scores do not depend on the batch: a large one is faster
+        p = np.clip(score(net, None, r, lengths, max(batch, ROUTE_BATCH)).astype(np.float64), EPS, 1.0 - EPS)
+        return float(np.sum(labels * np.log(p) + (1.0 - labels) * np.log1p(-p)))
+
+    candidates, scores = [None], [log_likelihood(rows)]  # None: the campaign's own ids
+    for col, field in gate_columns(net):
+        values, counts = np.unique(rows[:, col], return_counts=True)
+        own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
+        for row in range(field.offset, field.offset + field.vocab_size):
+            if row != own:
+                trial = rows.copy()
+                trial[:, col] = row
+                candidates.append((field, own, row))
+                scores.append(log_likelihood(trial))
+    if len(candidates) == 1:
+        return None
+    log_prior = np.full(len(candidates), np.log(prior / (len(candidates) - 1)))
+    log_prior[0] = np.log1p(-prior)
+    log_post = np.asarray(scores) + log_prior
+    posterior = np.exp(log_post - log_post.max())
+    posterior /= posterior.sum()
+    best = int(posterior.argmax())
+    if best == 0:
+        return None
+    field, own, row = candidates[best]
+    return {"field": field.name, "own_row": own, "row": row, "own_id": own - field.offset,
+            "id": row - field.offset, "own_probability": float(posterior[0])}
 
 
 def score(net, params, rows, lengths, batch):
@@ -135,9 +230,10 @@ def score(net, params, rows, lengths, batch):
 
 
 def finetune_and_score(net, stage1, stage2, config, rng):
-    """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], steps)."""
-    params, _, (rows2,), steps = finetune(net, stage1, config, rng, [stage2["rows"]])
-    return score(net, params, rows2, stage2["lengths"], infer_batch_size(config)), steps
+    """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], Finetuned)."""
+    tuned = finetune(net, stage1, config, rng, [stage2["rows"]])
+    (rows2,) = tuned.others
+    return score(net, tuned.params, rows2, stage2["lengths"], infer_batch_size(config)), tuned
 
 
 def merged_state(net, params, uniq):

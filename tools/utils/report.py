@@ -9,7 +9,7 @@ import numpy as np
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
                     "precision@5%", "recall@5%", "audience_size", "audience_positives", "precision@k", "recall@k",
-                    "finetune_steps", "seconds"]
+                    "finetune_steps", "routed", "seconds"]
 
 
 def user_id_name(user_id_col, uses_uid):
