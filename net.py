@@ -40,6 +40,11 @@ def param_group(name):
     return "critic" if name.startswith("critic_") else "expert"
 
 
+def _lookup(table, rows):
+    """Rows [B, n] of table [R, D] -> [B, n, D]."""
+    return paddle.gather(table, rows.reshape([-1])).reshape([-1, rows.shape[1], table.shape[1]])
+
+
 def bce_loss(prob, label):
     """Mean binary cross-entropy of probabilities (double-differentiable)."""
     p = paddle.clip(prob, EPS, 1.0 - EPS)
@@ -161,10 +166,8 @@ class MetaHeacNet(nn.Layer):
         return self.forward_rows(self.table_rows(static_ids, seq_ids, ad_ids), seq_lengths, params)
 
     def _represent(self, rows, seq_lengths, p):
-        """User representation [B, F*E], the gates' input (task representation
-        [B, (Fg+1)*E] for MLP gates, gate-field rows [B, Fg] for lookup gates)
-        and the wide scores [B, K] (None without the wide part)."""
-        E = self.embed_dim
+        """User-field embeddings [B, F, E], the gate-field rows [B, Fg] and the
+        wide scores [B, K] (None without the wide part)."""
         table = p["embedding"]
         # One gather per group rather than one gather then a split: the split's
         # backward (a concat into a zero tensor) costs more than the gathers.
@@ -178,9 +181,6 @@ class MetaHeacNet(nn.Layer):
         if len(self.gate_positions) < n_ad:
             ad_rows = paddle.gather(ad_rows, self.gate_ad_pos, axis=1)                   # [B, Fg]
 
-        def lookup(t, r):  # rows [B, n] of table t [R, D] -> [B, n, D]
-            return paddle.gather(t, r.reshape([-1])).reshape([-1, r.shape[1], t.shape[1]])
-
         pool = None
         if width:
             # Masked mean of each sequence field over its first `length` ids, as one
@@ -191,40 +191,31 @@ class MetaHeacNet(nn.Layer):
             pool = self.seq_pool.unsqueeze(0) * weight.unsqueeze(1)                      # [B, Fq, W]
 
         def user_fields(t):  # the user's static ids and pooled lists in table t -> [B, F, D]
-            parts = [lookup(t, static_rows)] if n_static else []                         # [B, Fs, D]
+            parts = [_lookup(t, static_rows)] if n_static else []                        # [B, Fs, D]
             if width:
-                parts.append(paddle.bmm(pool, lookup(t, seq_rows)))                      # [B, Fq, D]
+                parts.append(paddle.bmm(pool, _lookup(t, seq_rows)))                     # [B, Fq, D]
             return paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0]
 
         user = user_fields(table)                                                        # [B, F, E]
         wide = user_fields(p["wide"]).sum(axis=1) if "wide" in p else None               # [B, K]
-        if self.gate == "lookup":
-            gate_in = ad_rows                                                            # [B, Fg]
-        else:
-            ad = lookup(table, ad_rows)                                                  # [B, Fg, E]
-            gate_in = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
-            gate_in = gate_in.reshape([-1, (len(self.gate_positions) + 1) * E])          # [B, (Fg+1)E]
-        return user.reshape([-1, self.schema.num_user_fields * E]), gate_in, wide        # [B, F*E]
+        return user, ad_rows, wide
 
-    def _gates(self, gate_in, p, ones):
-        """The expert gate [B, K] and critic gate [B, O]."""
-        if self.gate == "lookup":
+    def _gates(self, user, gate_rows, p, ones):
+        """The expert gate [B, K] and critic gate [B, O] of the gate-field rows [B, Fg]."""
+        if self.gate == "lookup":  # per-id logits, summed over the gate fields
             K = self.num_expert
-            logits = paddle.gather(p["gate_table"], gate_in.reshape([-1]))
-            logits = logits.reshape([-1, gate_in.shape[1], K + self.num_output]).sum(axis=1)  # [B, K+O]
+            logits = _lookup(p["gate_table"], gate_rows).sum(axis=1)                     # [B, K+O]
             return softmax(logits[:, :K]), softmax(logits[:, K:])
-        return self._mlp_gate(gate_in, p, "expert_gate", ones), self._mlp_gate(gate_in, p, "critic_gate", ones)
+        # task representation: mean user-field embedding + gate-field embeddings
+        ad = _lookup(p["embedding"], gate_rows)                                          # [B, Fg, E]
+        task = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
+        task = task.reshape([-1, (len(self.gate_positions) + 1) * self.embed_dim])       # [B, (Fg+1)E]
+        return self._mlp_gate(task, p, "expert_gate", ones), self._mlp_gate(task, p, "critic_gate", ones)
 
-    def forward_rows(self, rows, seq_lengths, params=None):
-        """rows [B, C] index the row tables (params['embedding'] and, when
-        present, 'wide' and 'gate_table'): whole tables, or slices of the rows
-        a task touches with rows remapped into them."""
-        p = params if params is not None else dict(self.named_parameters())
+    def _experts(self, user, p, ones):
+        """Expert outputs [K, B, H] of the user-field embeddings [B, F, E]."""
         K = self.num_expert
-        user, gate_in, wide = self._represent(rows, seq_lengths, p)                       # [B, F*E]
-        # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
-        # broadcast add (a reduction over the batch) costs more than the matmul.
-        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)                  # [B, 1]
+        user = user.reshape([-1, self.schema.num_user_fields * self.embed_dim])          # [B, F*E]
         relu = paddle.nn.functional.relu if self.expert_activation == "relu" else (lambda x: x)
         h = relu(affine(user, p["expert_w0"], p["expert_b0"], ones))
         h = self._dropout(h.reshape([-1, K, self.mlp_dims[0]]).transpose([1, 0, 2]))      # [K, B, h0]
@@ -232,8 +223,11 @@ class MetaHeacNet(nn.Layer):
         for i in range(1, len(self.mlp_dims)):
             h = paddle.bmm(h, p[f"expert_w{i}"]) + paddle.bmm(ones_k, p[f"expert_b{i}"])
             h = self._dropout(relu(h))                                                     # [K, B, hi]
+        return h
 
-        expert_gate, critic_gate = self._gates(gate_in, p, ones)                          # [B, K], [B, O]
+    @staticmethod
+    def _mix(h, wide, expert_gate, critic_gate, p, ones):
+        """Click probability [B]: critics on the gate-mixed experts, mixed by the critic gate."""
         mixed = (h * expert_gate.transpose([1, 0]).unsqueeze(-1)).sum(axis=0)             # [B, H]
         logits = affine(mixed, p["critic_w"], p["critic_b"], ones)                        # [B, O]
         if wide is not None:  # the experts' regressions, mixed by the same gate
@@ -241,11 +235,41 @@ class MetaHeacNet(nn.Layer):
         critics = paddle.nn.functional.sigmoid(logits)                                    # [B, O]
         return (critics * critic_gate).sum(axis=1)                                        # [B]
 
+    def forward_rows(self, rows, seq_lengths, params=None):
+        """rows [B, C] index the row tables (params['embedding'] and, when
+        present, 'wide' and 'gate_table'): whole tables, or slices of the rows
+        a task touches with rows remapped into them."""
+        p = params if params is not None else dict(self.named_parameters())
+        user, gate_rows, wide = self._represent(rows, seq_lengths, p)                     # [B, F, E]
+        # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
+        # broadcast add (a reduction over the batch) costs more than the matmul.
+        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)                  # [B, 1]
+        h = self._experts(user, p, ones)                                                   # [K, B, H]
+        return self._mix(h, wide, *self._gates(user, gate_rows, p, ones), p, ones)
+
+    def forward_routes(self, rows, seq_lengths, routes, params=None):
+        """Click probabilities [R, B] of rows [B, C] under R routings: route r
+        is None (the rows as they are) or (j, row): gate field j reads table
+        row `row` instead. Only the gates differ, so the experts run once."""
+        p = params if params is not None else dict(self.named_parameters())
+        user, gate_rows, wide = self._represent(rows, seq_lengths, p)
+        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)
+        h = self._experts(user, p, ones)
+        out = []
+        for route in routes:
+            trial = gate_rows
+            if route is not None:
+                j, row = route
+                column = paddle.full_like(gate_rows[:, :1], row)                          # [B, 1]
+                trial = paddle.concat([gate_rows[:, :j], column, gate_rows[:, j + 1:]], axis=1)
+            out.append(self._mix(h, wide, *self._gates(user, trial, p, ones), p, ones))
+        return paddle.stack(out)                                                           # [R, B]
+
     def gates(self, rows, seq_lengths, params=None):
         """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""
         p = params if params is not None else dict(self.named_parameters())
-        _, gate_in, _ = self._represent(rows, seq_lengths, p)
-        return self._gates(gate_in, p, paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype))
+        user, gate_rows, _ = self._represent(rows, seq_lengths, p)
+        return self._gates(user, gate_rows, p, paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype))
 
     def _dropout(self, h):
         """Inverted dropout as a mask product (F.dropout has no double grad)."""

@@ -216,3 +216,25 @@ def test_a_weak_seed_set_keeps_the_prior(tiny_config):
     assert run(config, net, stage1).route is None
     config, net, stage1, _ = routed_setup(tiny_config, truth=1, n=2, route_prior=0.5)
     assert run(config, net, stage1).route is not None
+
+
+@pytest.mark.parametrize("gate", ["mlp", "lookup"])
+def test_forward_routes_scores_each_routing_like_the_rerouted_rows(tiny_config, gate):
+    config = tiny_config(hyper={"wide": True, "gate": gate, "gate_fields": ["adCategoryId", "productType"]})
+    paddle.seed(0)
+    net = DygraphModel().create_model(config)
+    net.eval()
+    schema = net.schema
+    ids, lengths = random_rows(schema, np.random.default_rng(0), n=10)
+    rows = schema.table_rows(ids)
+    columns = finetune.gate_columns(net)
+    routes = [None] + [(j, field.offset + field.vocab_size - 1) for j, (_, field) in enumerate(columns)]
+    out = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes).numpy()
+    assert out.shape == (len(routes), 10)
+    for r, route in enumerate(routes):
+        rerouted = rows.copy()
+        if route is not None:
+            rerouted[:, columns[route[0]][0]] = route[1]
+        expected = net.forward_rows(paddle.to_tensor(rerouted), paddle.to_tensor(lengths)).numpy()
+        np.testing.assert_allclose(out[r], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0], out[1])  # the routings do differ

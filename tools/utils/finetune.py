@@ -161,8 +161,9 @@ def gate_columns(net):
 
 def choose_route(net, stage1, prior, batch=ROUTE_BATCH):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
-    {"field", "own_row", "row", "own_probability"}: give the campaign the gate
-    inputs (the rows of every row table) of table row `row` instead of `own_row`.
+    {"field", "own_id", "id", "own_row", "row", "own_probability"}: give the
+    campaign the gate inputs (the rows of every row table) of table row `row`
+    (id `id` of gate field `field`) instead of its own `own_row`.
 
     The gates route a campaign by its ad ids to the experts of the past
     campaigns those ids describe. When the ids describe it wrongly (a
@@ -188,32 +189,34 @@ def _map_route(net, stage1, prior, batch):
     labels = stage1["labels"].astype(np.float64)
     if labels.size == 0:
         return None
-
-    def log_likelihood(r):  # eval-mode scores do not depend on the batch: a large one is faster
-        p = np.clip(score(net, None, r, lengths, max(batch, ROUTE_BATCH)).astype(np.float64), EPS, 1.0 - EPS)
-        return float(np.sum(labels * np.log(p) + (1.0 - labels) * np.log1p(-p)))
-
-    candidates, scores = [None], [log_likelihood(rows)]  # None: the campaign's own ids
-    for col, field in gate_columns(net):
+    routes, alternatives = [None], [None]  # None: the campaign's own ids
+    for j, (col, field) in enumerate(gate_columns(net)):
         values, counts = np.unique(rows[:, col], return_counts=True)
         own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
         for row in range(field.offset, field.offset + field.vocab_size):
             if row != own:
-                trial = rows.copy()
-                trial[:, col] = row
-                candidates.append((field, own, row))
-                scores.append(log_likelihood(trial))
-    if len(candidates) == 1:
+                routes.append((j, row))
+                alternatives.append((field, own, row))
+    if len(routes) == 1:
         return None
-    log_prior = np.full(len(candidates), np.log(prior / (len(candidates) - 1)))
+    log_likelihood = np.zeros(len(routes))
+    step = max(batch, ROUTE_BATCH)  # eval-mode scores do not depend on the batch: a large one is faster
+    with paddle.no_grad():
+        for start in range(0, labels.size, step):
+            prob = net.forward_routes(paddle.to_tensor(rows[start:start + step]),
+                                      paddle.to_tensor(lengths[start:start + step]), routes)
+            p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                 # [R, b]
+            y = labels[start:start + step]
+            log_likelihood += (y * np.log(p) + (1.0 - y) * np.log1p(-p)).sum(axis=1)
+    log_prior = np.full(len(routes), np.log(prior / (len(routes) - 1)))
     log_prior[0] = np.log1p(-prior)
-    log_post = np.asarray(scores) + log_prior
+    log_post = log_likelihood + log_prior
     posterior = np.exp(log_post - log_post.max())
     posterior /= posterior.sum()
     best = int(posterior.argmax())
     if best == 0:
         return None
-    field, own, row = candidates[best]
+    field, own, row = alternatives[best]
     return {"field": field.name, "own_row": own, "row": row, "own_id": own - field.offset,
             "id": row - field.offset, "own_probability": float(posterior[0])}
 
