@@ -130,6 +130,9 @@ class MetaHeacNet(nn.Layer):
         pool[schema.seq_field_of_col, np.arange(schema.seq_width)] = 1.0
         buffer("seq_pool", pool)                                        # [Fq, W]
         buffer("gate_ad_pos", np.array(self.gate_positions, np.int64))  # [Fg]
+        for i, (cols, strides) in enumerate(schema.cross_parts):         # crosses of ad fields
+            buffer(f"cross_cols{i}", cols)
+            buffer(f"cross_strides{i}", strides)
 
     # ------------------------------------------------------------ init --
     def _weight(self, shape, fan_in, fan_out):
@@ -155,9 +158,14 @@ class MetaHeacNet(nn.Layer):
 
     # --------------------------------------------------------- forward --
     def table_rows(self, static_ids, seq_ids, ad_ids):
-        """Per-field ids -> rows of the fused table: [B, C]."""
+        """Per-field ids of the data -> rows of the fused table [B, C], with one
+        column per cross of ad fields appended (as schema.table_rows)."""
         ids = paddle.concat([static_ids, seq_ids, ad_ids], axis=1).astype("int64")
-        return ids + self.col_offsets
+        rows = ids + self.col_offsets
+        crossed = [f.offset + (paddle.gather(ids, getattr(self, f"cross_cols{i}"), axis=1)
+                               * getattr(self, f"cross_strides{i}")).sum(axis=1, keepdim=True)
+                   for i, f in enumerate(self.schema.crosses)]                           # [B, 1] each
+        return paddle.concat([rows, *crossed], axis=1) if crossed else rows
 
     def forward(self, inputs, params=None):
         """inputs: [static_ids [B, Fs], seq_ids [B, W], seq_lengths [B, Fq], ad_ids [B, Fa]]

@@ -47,7 +47,7 @@ def campaign_gates(model, arrays):
     with paddle.no_grad():
         for aid, a, b in zip(arrays["task_aids"], arrays["task_offsets"][:-1], arrays["task_offsets"][1:]):
             expert, critic = model.gates(paddle.to_tensor(rows[a:b]), paddle.to_tensor(arrays["lengths"][a:b]))
-            ad = dict(zip([f.name for f in schema.ad], arrays["ids"][a, -len(schema.ad):].tolist()))
+            ad = dict(zip([f.name for f in schema.data_ad], arrays["ids"][a, -len(schema.data_ad):].tolist()))
             out[int(aid)] = (expert.numpy().mean(0), critic.numpy().mean(0), ad)
     return out
 

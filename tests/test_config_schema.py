@@ -89,6 +89,50 @@ def test_offsets_derived_from_the_schema(tiny_config):
     np.testing.assert_array_equal(schema.seq_pos, [0, 1, 2, 0, 1])
 
 
+def test_a_cross_of_ad_fields_is_one_more_ad_field(tiny_config):
+    """adCategoryId (4 ids) x productType (3): 12 combinations, rows after the
+    data's fields; the rows get one more column, computed from the ids alone,
+    the same in numpy (readers) and in the network (export); the converted
+    data and its cache key do not change."""
+    from dygraph_model import DygraphModel
+    plain = schema_from_config(tiny_config())
+    config = tiny_config(hyper={"ad_crosses": [["adCategoryId", "productType"]]})
+    schema = schema_from_config(config)
+    cross = schema.ad[-1]
+    assert (cross.name, cross.vocab_size, cross.offset, cross.parts) == \
+        ("adCategoryId*productType", 12, 39, ("adCategoryId", "productType"))
+    assert schema.num_rows == 51 and schema.num_id_cols == plain.num_id_cols == 9
+    assert [f.name for f in schema.data_ad] == ["adCategoryId", "productType"]
+    assert schema.signature() == plain.signature()
+    assert schema.gate_positions(["adCategoryId*productType"]) == [2]
+    ids, lengths = random_rows(plain, np.random.default_rng(0), n=20)
+    rows = schema.table_rows(ids)
+    np.testing.assert_array_equal(rows[:, :9], plain.table_rows(ids))
+    np.testing.assert_array_equal(rows[:, 9], 39 + ids[:, 7] * 3 + ids[:, 8])
+    import paddle
+    net = DygraphModel().create_model(config)
+    t = [paddle.to_tensor(a) for a in (ids[:, :2], ids[:, 2:7], ids[:, 7:])]
+    np.testing.assert_array_equal(net.table_rows(*t).numpy(), rows)
+
+
+@pytest.mark.parametrize("crosses, needle", [
+    ([["adCategoryId"]], "two or more ad field names"),
+    (["adCategoryId"], "two or more ad field names"),
+    ([["adCategoryId", "age"]], "['age'] are not ad fields"),
+    ([["adCategoryId", "adCategoryId"]], "repeats a name"),
+])
+def test_bad_crosses_are_named(tiny_config, crosses, needle):
+    with pytest.raises(ConfigError) as err:
+        schema_from_config(tiny_config(hyper={"ad_crosses": crosses}))
+    assert needle in str(err.value) and "hyper_parameters.ad_crosses" in str(err.value)
+
+
+def test_a_huge_cross_is_refused():
+    config = {"hyper_parameters.max_idxs": BIG_MAX_IDXS, "hyper_parameters.ad_crosses": [["advertiserId", "campaignId", "creativeSize", "productId"]]}
+    with pytest.raises(ConfigError, match="id combinations"):
+        schema_from_config(config)
+
+
 @pytest.mark.parametrize("features, needle", [
     ([{"name": "a", "group": "user", "vocab_size": 3}], "group must be one of"),
     ([{"name": "a", "group": "static", "vocab_size": 0}], "vocab_size must be a positive int"),

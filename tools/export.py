@@ -25,7 +25,7 @@ def input_spec(schema):
     return [InputSpec([None, len(schema.static)], "int64", "static_ids"),
             InputSpec([None, schema.seq_width], "int64", "seq_ids"),
             InputSpec([None, len(schema.sequence)], "int64", "seq_lengths"),
-            InputSpec([None, len(schema.ad)], "int64", "ad_ids")]
+            InputSpec([None, len(schema.data_ad)], "int64", "ad_ids")]
 
 
 def serving_layer(net):

@@ -100,6 +100,7 @@ SPEC = {
     "hyper_parameters.dropout": (float, 0.0, _below_one, False, "dropout on expert hidden units during meta-training and fine-tuning"),
     "hyper_parameters.gate": (str, "mlp", _one_of("mlp", "lookup"), False, "gate form: mlp (PaddleRec: an MLP of the mean user embedding and the gate fields' embeddings) or lookup (learnt logits per gate-field id, summed; random start)"),
     "hyper_parameters.gate_init_std": (float, 1.0, _positive, False, "lookup gates: std of the starting logits (larger: sharper initial routing)"),
+    "hyper_parameters.ad_crosses": (list, None, None, False, "crosses of ad fields, e.g. [[adCategoryId, productType]]: each combination of their ids becomes one more ad field, named adCategoryId*productType, that gate_fields can name"),
     "hyper_parameters.gate_fields": (list, None, None, False, "ad fields the two gates read, their embeddings (mlp gates) or ids (lookup gates); unset: all ad fields. Leave out ids a new campaign never shares with past ones (its own campaign/advertiser id)"),
     # -- meta-learning --------------------------------------------------
     "hyper_parameters.task_count": (int, 5, _positive, False, "tasks (campaigns) per meta-batch"),

@@ -40,6 +40,7 @@ class Field:
     width: int = 1
     length_col: str = None
     offset: int = 0  # first row of this field in the fused embedding table
+    parts: tuple = ()  # a cross of these ad fields (its id: their ids in mixed radix), not a data column
 
 
 class FeatureSchema:
@@ -50,8 +51,9 @@ class FeatureSchema:
     ids [B, C] with C = Fs + W + Fa, W = sum of sequence widths.
     """
 
-    def __init__(self, fields, label_col="label", task_col="aid", user_id_col="uid"):
+    def __init__(self, fields, label_col="label", task_col="aid", user_id_col="uid", crosses=()):
         by_group = {g: [f for f in fields if f.group == g] for g in GROUPS}
+        by_group["ad"] += _cross_fields(by_group["ad"], crosses)
         if not by_group["static"] and not by_group["sequence"]:
             raise ConfigError("feature schema: at least one static or sequence (user) field is needed")
         if not by_group["ad"]:
@@ -60,7 +62,7 @@ class FeatureSchema:
         ordered, offset = [], 0
         for g in GROUPS:
             for f in by_group[g]:
-                ordered.append(Field(f.name, f.group, f.vocab_size, f.width, f.length_col, offset))
+                ordered.append(Field(f.name, f.group, f.vocab_size, f.width, f.length_col, offset, f.parts))
                 offset += f.vocab_size
         names = [f.name for f in ordered]
         dupes = {n for n in names if names.count(n) > 1}
@@ -69,24 +71,40 @@ class FeatureSchema:
         self.fields = ordered
         self.static = [f for f in ordered if f.group == "static"]
         self.sequence = [f for f in ordered if f.group == "sequence"]
-        self.ad = [f for f in ordered if f.group == "ad"]
+        self.ad = [f for f in ordered if f.group == "ad"]  # the data's ad fields, then the crosses
+        self.data_ad = [f for f in self.ad if not f.parts]
+        self.crosses = [f for f in self.ad if f.parts]
         self.label_col = label_col
         self.task_col = task_col
         self.user_id_col = user_id_col
         self.num_rows = offset  # rows of the fused embedding table
 
-        id_fields = self.static + [f for f in self.sequence for _ in range(f.width)] + self.ad
-        # [C] fused-table offset and vocabulary of every id column
+        id_fields = self.static + [f for f in self.sequence for _ in range(f.width)] + self.data_ad
+        # [C] fused-table offset and vocabulary of every id column of the data
         self.col_offsets = np.array([f.offset for f in id_fields], dtype=np.int64)
         self.col_vocab = np.array([f.vocab_size for f in id_fields], dtype=np.int64)
+        # per cross: (columns of its parts in the ids [C], their mixed-radix strides)
+        first_ad = len(self.static) + self.seq_width
+        ad_col = {f.name: first_ad + i for i, f in enumerate(self.data_ad)}
+        self.cross_parts = []
+        for f in self.crosses:
+            vocab = [next(a.vocab_size for a in self.data_ad if a.name == n) for n in f.parts]
+            strides = np.cumprod([1] + vocab[:0:-1])[::-1].astype(np.int64)
+            self.cross_parts.append((np.array([ad_col[n] for n in f.parts], np.int64), strides))
         # [W] for each sequence id column: which sequence field, which position
         self.seq_field_of_col = np.array(
             [i for i, f in enumerate(self.sequence) for _ in range(f.width)], dtype=np.int64)
         self.seq_pos = np.array([p for f in self.sequence for p in range(f.width)], dtype=np.int64)
 
     def table_rows(self, ids):
-        """Per-field ids [n, C] (numpy) -> rows of the fused table, int64 [n, C]."""
-        return ids.astype(np.int64) + self.col_offsets
+        """Per-field ids of the data [n, C] (numpy) -> rows of the fused table,
+        int64 [n, C + crosses]: one more column per cross of ad fields."""
+        rows = ids.astype(np.int64) + self.col_offsets
+        if not self.crosses:
+            return rows
+        crossed = [f.offset + (ids[:, cols].astype(np.int64) * strides).sum(axis=1)
+                   for f, (cols, strides) in zip(self.crosses, self.cross_parts)]
+        return np.concatenate([rows, np.stack(crossed, axis=1)], axis=1)
 
     def gate_positions(self, names=None):
         """Positions in the ad group [Fa] of the ad fields hyper_parameters.gate_fields
@@ -112,17 +130,43 @@ class FeatureSchema:
 
     @property
     def num_id_cols(self):
+        """Id columns of the data (rows have one more per cross)."""
         return len(self.col_offsets)
 
     def signature(self):
-        """Stable hash of everything that shapes the converted arrays."""
-        desc = [(f.name, f.group, f.vocab_size, f.width, f.length_col) for f in self.fields]
+        """Stable hash of everything that shapes the converted arrays (crosses do not:
+        they are computed from the stored ids)."""
+        desc = [(f.name, f.group, f.vocab_size, f.width, f.length_col) for f in self.fields if not f.parts]
         text = json.dumps([desc, self.label_col, self.task_col, self.user_id_col])
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def __repr__(self):
         return (f"FeatureSchema({len(self.static)} static, {len(self.sequence)} sequence "
                 f"(width {self.seq_width}), {len(self.ad)} ad; {self.num_rows} table rows)")
+
+
+MAX_CROSS_VOCAB = 1_000_000  # id combinations of one cross (its rows in every row table)
+
+
+def _cross_fields(ad, crosses):
+    """Fields for hyper_parameters.ad_crosses: each a list of ad field names whose
+    combination of ids becomes one more ad field (a category id drawn twice is
+    told apart by the product type, which summed per-field gate logits cannot)."""
+    key, vocab = "hyper_parameters.ad_crosses", {f.name: f.vocab_size for f in ad}
+    out = []
+    for names in crosses or ():
+        if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{key}: each cross is a list of two or more ad field names, got {names!r}")
+        unknown = [n for n in names if n not in vocab]
+        if unknown or len(set(names)) != len(names):
+            raise ConfigError(f"{key}: {unknown or names} {'are not ad fields' if unknown else 'repeats a name'}; "
+                              f"choose from the ad fields {list(vocab)}")
+        size = int(np.prod([vocab[n] for n in names]))
+        if size > MAX_CROSS_VOCAB:
+            raise ConfigError(f"{key}: {names} have {size:,} id combinations (over {MAX_CROSS_VOCAB:,}); "
+                              f"cross fewer or smaller fields")
+        out.append(Field("*".join(names), "ad", size, parts=tuple(names)))
+    return out
 
 
 def _from_max_idxs(max_idxs):
@@ -183,4 +227,5 @@ def schema_from_config(config):
     fields = _from_max_idxs(max_idxs) if features is None else _from_features(features)
     return FeatureSchema(fields, config.get("hyper_parameters.label_col", "label"),
                          config.get("hyper_parameters.task_col", "aid"),
-                         config.get("hyper_parameters.user_id_col", "uid"))
+                         config.get("hyper_parameters.user_id_col", "uid"),
+                         config.get("hyper_parameters.ad_crosses"))

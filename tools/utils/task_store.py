@@ -157,7 +157,7 @@ def _sequence_column(df, field, path):
 
 def convert_frame(df, schema, path):
     """Validate a DataFrame against the schema and return the store arrays."""
-    needed = [schema.label_col, schema.task_col] + [f.name for f in schema.fields] + \
+    needed = [schema.label_col, schema.task_col] + [f.name for f in schema.fields if not f.parts] + \
              [f.length_col for f in schema.sequence]
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -198,7 +198,7 @@ def convert_frame(df, schema, path):
         ids[:, col:col + f.width] = arr
         lengths[:, i] = length
         col += f.width
-    for f in schema.ad:
+    for f in schema.data_ad:
         v = _int_column(df, f.name, path)
         _check_range(v, f.vocab_size, path, f.name, index)
         ids[:, col] = v
