@@ -167,7 +167,8 @@ def test_readme_documents_every_key():
 @pytest.mark.parametrize("name", ["config.yaml", "config_big.yaml"])
 def test_shipped_configs_build_the_measured_network(name):
     """Both shipped configs load, build the network the readme's accuracy
-    table measures (wide weights, lookup gates on adCategoryId) and score rows."""
+    table measures (wide weights, lookup gates on adCategoryId x productType,
+    routing by the seeds) and score rows."""
     import os
 
     import paddle
@@ -176,10 +177,12 @@ def test_shipped_configs_build_the_measured_network(name):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = load_config(os.path.join(root, name))
     assert config["hyper_parameters.wide"] and config["hyper_parameters.gate"] == "lookup"
-    assert config["hyper_parameters.gate_fields"] == ["adCategoryId"]
+    assert config["hyper_parameters.gate_fields"] == ["adCategoryId*productType"]
+    assert config["runner.route_prior"] > 0
     net = DygraphModel().create_model(config)
     assert net.row_tables == ["embedding", "wide", "gate_table"]
     schema = net.schema
+    assert [schema.ad[p].parts for p in net.gate_positions] == [("adCategoryId", "productType")]
     ids, lengths = random_rows(schema, np.random.default_rng(0), n=4)
-    prob = net.forward_rows(paddle.to_tensor(ids + schema.col_offsets), paddle.to_tensor(lengths)).numpy()
+    prob = net.forward_rows(paddle.to_tensor(schema.table_rows(ids)), paddle.to_tensor(lengths)).numpy()
     assert prob.shape == (4,) and np.all((prob > 0) & (prob < 1))

@@ -238,3 +238,16 @@ def test_forward_routes_scores_each_routing_like_the_rerouted_rows(tiny_config, 
         expected = net.forward_rows(paddle.to_tensor(rerouted), paddle.to_tensor(lengths)).numpy()
         np.testing.assert_allclose(out[r], expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(out[0], out[1])  # the routings do differ
+
+
+def test_routing_reads_a_bounded_number_of_seeds(tiny_config, monkeypatch):
+    """Past ROUTE_MAX_SEEDS seeds the evidence is read on an evenly spaced
+    subset: the decision stands, and the scoring passes see only the subset."""
+    config, net, stage1, _ = routed_setup(tiny_config, truth=1, n=300, route_prior=0.1)
+    seen = []
+    real = net.forward_routes
+    monkeypatch.setattr(net, "forward_routes", lambda rows, *a, **k: seen.append(rows.shape[0]) or real(rows, *a, **k))
+    monkeypatch.setattr(finetune, "ROUTE_MAX_SEEDS", 50)
+    route = finetune.choose_route(net, stage1, 0.1)
+    assert (route["own_id"], route["id"]) == (1, 2)
+    assert sum(seen) == 50

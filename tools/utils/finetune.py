@@ -20,6 +20,7 @@ from tools.utils.config import lr_scale
 from tools.utils.meta import remap_rows
 
 ROUTE_BATCH = 4096  # rows scored at once when routing
+ROUTE_MAX_SEEDS = 2048  # routing reads at most this many seeds of a campaign (its cost is bounded)
 
 # runner.finetune_params -> which parameters adapt
 PARAM_GROUPS = {
@@ -171,7 +172,8 @@ def choose_route(net, stage1, prior, batch=ROUTE_BATCH):
     fine-tuning steps do not undo. So every other id of each gate field is
     tried in its place: the campaign keeps its own ids with prior probability
     1 - prior, the alternatives share `prior`, and the seeds' likelihood under
-    the meta-learned model decides (maximum a posteriori). prior 0: off.
+    the meta-learned model decides (maximum a posteriori), read on at most
+    ROUTE_MAX_SEEDS evenly spaced seeds. prior 0: off.
     """
     if prior <= 0:
         return None
@@ -189,6 +191,9 @@ def _map_route(net, stage1, prior, batch):
     labels = stage1["labels"].astype(np.float64)
     if labels.size == 0:
         return None
+    if labels.size > ROUTE_MAX_SEEDS:  # evenly spaced seeds: the evidence is decisive long before
+        keep = np.linspace(0, labels.size - 1, ROUTE_MAX_SEEDS).round().astype(np.int64)
+        rows, lengths, labels = rows[keep], lengths[keep], labels[keep]
     routes, alternatives = [None], [None]  # None: the campaign's own ids
     for j, (col, field) in enumerate(gate_columns(net)):
         values, counts = np.unique(rows[:, col], return_counts=True)
