@@ -76,7 +76,7 @@ def make_frame(schema, rng, sizes, positive_rate=0.3, aid_start=1):
         ids[np.arange(f.width)[None, :] >= lengths[:, None]] = 0
         cols[f.name] = list(ids)
         cols[f.length_col] = lengths
-    for f in schema.ad:
+    for f in schema.data_ad:
         per_campaign = rng.integers(0, f.vocab_size, len(sizes))
         cols[f.name] = np.repeat(per_campaign, sizes)
     return pd.DataFrame(cols)

@@ -179,7 +179,7 @@ def test_export_matches_dygraph(trained, campaign):
     static = frame[[f.name for f in schema.static]].to_numpy().astype("int64")
     seq = np.concatenate([np.stack(frame[f.name].to_numpy()) for f in schema.sequence], 1).astype("int64")
     lengths = frame[[f.length_col for f in schema.sequence]].to_numpy().astype("int64")
-    ad = frame[[f.name for f in schema.ad]].to_numpy().astype("int64")
+    ad = frame[[f.name for f in schema.data_ad]].to_numpy().astype("int64")
     inputs = [static, seq, lengths, ad]
     want = model([paddle.to_tensor(x) for x in inputs]).numpy()
 

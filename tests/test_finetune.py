@@ -171,7 +171,7 @@ def routed_setup(tiny_config, truth, own_id=1, n=300, **runner):
     net.critic_w.set_value(np.zeros(net.critic_w.shape, np.float32))  # the regressions alone score
     rng = np.random.default_rng(0)
     ids, lengths = random_rows(schema, rng, n)
-    ids[:, schema.num_id_cols - len(schema.ad) + schema.ad.index(cat)] = own_id
+    ids[:, schema.num_id_cols - len(schema.data_ad) + schema.data_ad.index(cat)] = own_id
     p = 1.0 / (1.0 + np.exp(-(slope if truth == 0 else -slope)[ids[:, 0]]))
     stage1 = {"rows": schema.table_rows(ids), "lengths": lengths,
               "labels": (rng.random(n) < p).astype(np.float32)}
