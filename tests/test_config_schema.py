@@ -105,6 +105,7 @@ def test_a_cross_of_ad_fields_is_one_more_ad_field(tiny_config):
     assert [f.name for f in schema.data_ad] == ["adCategoryId", "productType"]
     assert schema.signature() == plain.signature()
     assert schema.gate_positions(["adCategoryId*productType"]) == [2]
+    assert schema.id_label(cross, 2 * 3 + 1) == "2*1" and schema.id_label(schema.ad[0], 3) == "3"
     ids, lengths = random_rows(plain, np.random.default_rng(0), n=20)
     rows = schema.table_rows(ids)
     np.testing.assert_array_equal(rows[:, :9], plain.table_rows(ids))

@@ -146,10 +146,11 @@ def finetune(net, stage1, config, rng, other_rows=()):
 
 
 def describe_route(route):
-    """'adCategoryId 30 -> 9 (own ids 0.2%)' for logs and reports ('' when not re-routed)."""
+    """'adCategoryId*productType 30*0 -> 9*0 (own ids 0.2%)' for logs and reports
+    ('' when not re-routed)."""
     if not route:
         return ""
-    return (f"{route['field']} {route['own_id']} -> {route['id']} "
+    return (f"{route['field']} {route['own_label']} -> {route['label']} "
             f"(own ids {100 * route['own_probability']:.1f}%)")
 
 
@@ -162,9 +163,10 @@ def gate_columns(net):
 
 def choose_route(net, stage1, prior, batch=ROUTE_BATCH):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
-    {"field", "own_id", "id", "own_row", "row", "own_probability"}: give the
-    campaign the gate inputs (the rows of every row table) of table row `row`
-    (id `id` of gate field `field`) instead of its own `own_row`.
+    {"field", "own_id", "id", "own_label", "label", "own_row", "row",
+    "own_probability"}: give the campaign the gate inputs (the rows of every
+    row table) of table row `row` (id `id` of gate field `field`) instead of
+    its own `own_row`.
 
     The gates route a campaign by its ad ids to the experts of the past
     campaigns those ids describe. When the ids describe it wrongly (a
@@ -222,8 +224,10 @@ def _map_route(net, stage1, prior, batch):
     if best == 0:
         return None
     field, own, row = alternatives[best]
-    return {"field": field.name, "own_row": own, "row": row, "own_id": own - field.offset,
-            "id": row - field.offset, "own_probability": float(posterior[0])}
+    own_id, new_id = own - field.offset, row - field.offset
+    return {"field": field.name, "own_row": own, "row": row, "own_id": own_id, "id": new_id,
+            "own_label": net.schema.id_label(field, own_id), "label": net.schema.id_label(field, new_id),
+            "own_probability": float(posterior[0])}
 
 
 def score(net, params, rows, lengths, batch):

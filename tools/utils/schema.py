@@ -106,6 +106,17 @@ class FeatureSchema:
                    for f, (cols, strides) in zip(self.crosses, self.cross_parts)]
         return np.concatenate([rows, np.stack(crossed, axis=1)], axis=1)
 
+    def id_label(self, field, value):
+        """How a user reads id `value` of `field`: '36', or '36*3' for a cross."""
+        if not field.parts:
+            return str(value)
+        vocab = [next(a.vocab_size for a in self.data_ad if a.name == n) for n in field.parts]
+        digits = []
+        for size in reversed(vocab):  # mixed radix, the last part fastest
+            value, digit = divmod(value, size)
+            digits.append(digit)
+        return "*".join(str(d) for d in reversed(digits))
+
     def gate_positions(self, names=None):
         """Positions in the ad group [Fa] of the ad fields hyper_parameters.gate_fields
         names (None: all of them)."""
