@@ -87,8 +87,10 @@ class FeatureSchema:
         first_ad = len(self.static) + self.seq_width
         ad_col = {f.name: first_ad + i for i, f in enumerate(self.data_ad)}
         self.cross_parts = []
+        self.cross_vocab = {}  # cross name -> vocabulary of each part
         for f in self.crosses:
-            vocab = [next(a.vocab_size for a in self.data_ad if a.name == n) for n in f.parts]
+            vocab = self.cross_vocab[f.name] = [next(a.vocab_size for a in self.data_ad if a.name == n)
+                                                for n in f.parts]
             strides = np.cumprod([1] + vocab[:0:-1])[::-1].astype(np.int64)
             self.cross_parts.append((np.array([ad_col[n] for n in f.parts], np.int64), strides))
         # [W] for each sequence id column: which sequence field, which position
@@ -110,9 +112,8 @@ class FeatureSchema:
         """How a user reads id `value` of `field`: '36', or '36*3' for a cross."""
         if not field.parts:
             return str(value)
-        vocab = [next(a.vocab_size for a in self.data_ad if a.name == n) for n in field.parts]
         digits = []
-        for size in reversed(vocab):  # mixed radix, the last part fastest
+        for size in reversed(self.cross_vocab[field.name]):  # mixed radix, the last part fastest
             value, digit = divmod(value, size)
             digits.append(digit)
         return "*".join(str(d) for d in reversed(digits))
