@@ -243,15 +243,20 @@ class MetaHeacNet(nn.Layer):
         critics = paddle.nn.functional.sigmoid(logits)                                    # [B, O]
         return (critics * critic_gate).sum(axis=1)                                        # [B]
 
-    def forward_rows(self, rows, seq_lengths, params=None):
-        """rows [B, C] index the row tables (params['embedding'] and, when
-        present, 'wide' and 'gate_table'): whole tables, or slices of the rows
-        a task touches with rows remapped into them."""
+    def _inputs(self, rows, seq_lengths, params):
+        """The parameter dict, _represent's outputs and ones [B, 1]."""
         p = params if params is not None else dict(self.named_parameters())
         user, gate_rows, wide = self._represent(rows, seq_lengths, p)                     # [B, F, E]
         # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
         # broadcast add (a reduction over the batch) costs more than the matmul.
         ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)                  # [B, 1]
+        return p, user, gate_rows, wide, ones
+
+    def forward_rows(self, rows, seq_lengths, params=None):
+        """rows [B, C] index the row tables (params['embedding'] and, when
+        present, 'wide' and 'gate_table'): whole tables, or slices of the rows
+        a task touches with rows remapped into them."""
+        p, user, gate_rows, wide, ones = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones)                                                   # [K, B, H]
         return self._mix(h, wide, *self._gates(user, gate_rows, p, ones), p, ones)
 
@@ -259,9 +264,7 @@ class MetaHeacNet(nn.Layer):
         """Click probabilities [R, B] of rows [B, C] under R routings: route r
         is None (the rows as they are) or (j, row): gate field j reads table
         row `row` instead. Only the gates differ, so the experts run once."""
-        p = params if params is not None else dict(self.named_parameters())
-        user, gate_rows, wide = self._represent(rows, seq_lengths, p)
-        ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)
+        p, user, gate_rows, wide, ones = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones)
         out = []
         for route in routes:
@@ -275,9 +278,8 @@ class MetaHeacNet(nn.Layer):
 
     def gates(self, rows, seq_lengths, params=None):
         """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""
-        p = params if params is not None else dict(self.named_parameters())
-        user, gate_rows, _ = self._represent(rows, seq_lengths, p)
-        return self._gates(user, gate_rows, p, paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype))
+        p, user, gate_rows, _, ones = self._inputs(rows, seq_lengths, params)
+        return self._gates(user, gate_rows, p, ones)
 
     def _dropout(self, h):
         """Inverted dropout as a mask product (F.dropout has no double grad)."""

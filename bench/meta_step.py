@@ -6,10 +6,11 @@ achieved GFLOP/s next to a plain matmul's GFLOP/s measured in the same run.
 
 FLOPs are counted for the dense layers only (experts, MLP gates, critics);
 the table gathers (embedding, wide weights, lookup gates), pooling and
-elementwise ops are not counted, so the achieved figure is a lower bound. Forward = 2*m*n*k per matmul; a backward
-costs two forward matmuls (grads of inputs and weights). First order per
-task: support forward+backward (inner gradient) + query forward+backward
-written out in flops_per_meta_step().
+elementwise ops are not counted, so the achieved figure is a lower bound.
+Forward = 2*m*n*k per matmul; a backward costs two forward matmuls (grads
+of inputs and weights). First order per task: support forward+backward
+(inner gradient) + query forward+backward written out in
+flops_per_meta_step().
 """
 import argparse
 

@@ -19,7 +19,6 @@ from net import EPS, bce_loss, param_group
 from tools.utils.config import lr_scale
 from tools.utils.meta import remap_rows
 
-ROUTE_BATCH = 4096  # rows scored at once when routing
 ROUTE_MAX_SEEDS = 2048  # routing reads at most this many seeds of a campaign (its cost is bounded)
 
 # runner.finetune_params -> which parameters adapt
@@ -43,11 +42,10 @@ class Finetuned(NamedTuple):
     route: dict       # how the seeds re-routed the campaign, or None
 
 
-def campaign_params(net, uniq, trainable=PARAM_GROUPS["all"], source=None):
+def campaign_params(net, source, trainable=PARAM_GROUPS["all"]):
     """Copies of the network's parameters for one campaign, with the row
-    tables cut to the rows in `uniq` (taken from rows `source` when given);
-    those selected by `trainable` get gradients."""
-    source = uniq if source is None else source
+    tables cut to rows `source` [U] (row u of the cut is table row
+    source[u]); those selected by `trainable` get gradients."""
     params = {}
     for name, p in net.named_parameters():
         value = paddle.gather(p, source) if name in net.row_tables else p
@@ -80,12 +78,11 @@ def finetune(net, stage1, config, rng, other_rows=()):
     """
     batch = infer_batch_size(config)
     uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
-    route = choose_route(net, stage1, config["runner.route_prior"], batch)
+    route = choose_route(net, stage1, config["runner.route_prior"])
     source = uniq.copy()
     if route:  # the campaign's gate-field row becomes a copy of the chosen id's
         source[np.searchsorted(uniq, route["own_row"])] = route["row"]
-    params = campaign_params(net, paddle.to_tensor(uniq), PARAM_GROUPS[config["runner.finetune_params"]],
-                             paddle.to_tensor(source))
+    params = campaign_params(net, paddle.to_tensor(source), PARAM_GROUPS[config["runner.finetune_params"]])
     # One Adam per learning-rate multiplier (optimizer.*_lr_scale): the copies
     # are plain tensors, which Paddle's per-parameter rates do not reach.
     groups = {}
@@ -161,7 +158,7 @@ def gate_columns(net):
     return [(first_ad + pos, schema.ad[pos]) for pos in net.gate_positions]
 
 
-def choose_route(net, stage1, prior, batch=ROUTE_BATCH):
+def choose_route(net, stage1, prior):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
     {"field", "own_id", "id", "own_label", "label", "own_row", "row",
     "own_probability"}: give the campaign the gate inputs (the rows of every
@@ -182,13 +179,13 @@ def choose_route(net, stage1, prior, batch=ROUTE_BATCH):
     was_training = net.training
     net.eval()  # no dropout: the likelihoods are compared with each other
     try:
-        return _map_route(net, stage1, prior, batch)
+        return _map_route(net, stage1, prior)
     finally:
         if was_training:
             net.train()
 
 
-def _map_route(net, stage1, prior, batch):
+def _map_route(net, stage1, prior):
     rows, lengths = stage1["rows"], stage1["lengths"]
     labels = stage1["labels"].astype(np.float64)
     if labels.size == 0:
@@ -206,15 +203,10 @@ def _map_route(net, stage1, prior, batch):
                 alternatives.append((field, own, row))
     if len(routes) == 1:
         return None
-    log_likelihood = np.zeros(len(routes))
-    step = max(batch, ROUTE_BATCH)  # eval-mode scores do not depend on the batch: a large one is faster
-    with paddle.no_grad():
-        for start in range(0, labels.size, step):
-            prob = net.forward_routes(paddle.to_tensor(rows[start:start + step]),
-                                      paddle.to_tensor(lengths[start:start + step]), routes)
-            p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                 # [R, b]
-            y = labels[start:start + step]
-            log_likelihood += (y * np.log(p) + (1.0 - y) * np.log1p(-p)).sum(axis=1)
+    with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows
+        prob = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes)
+    p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                          # [R, n]
+    log_likelihood = (labels * np.log(p) + (1.0 - labels) * np.log1p(-p)).sum(axis=1)
     log_prior = np.full(len(routes), np.log(prior / (len(routes) - 1)))
     log_prior[0] = np.log1p(-prior)
     log_post = log_likelihood + log_prior
