@@ -1,84 +1,76 @@
-"""DygraphModel: the PaddleRec model contract the trainer and infer call.
+"""DygraphModel: the PaddleRec model contract.
 
-The trainer calls ``train_forward`` and then does backward / optimizer step
-itself; infer uses ``finetune_and_score`` for each campaign.
+A trainer (this package's tools/trainer.py or PaddleRec's own) calls
+create_model, create_optimizer, create_metrics and train_forward, then does
+backward and the optimizer step itself. infer.py calls finetune_and_score for
+each campaign. Each entry point applies the model's defaults to the config
+dict it is given, so a plain PaddleRec config works too.
 """
+import numpy as np
 import paddle
 
 import net
-from tools.utils import finetune, meta
-from tools.utils.config import lr_scale
-from tools.utils.schema import schema_from_config
+from metaheac import meta, scoring
+from metaheac.config import lr_scale, with_defaults
+from metaheac.schema import schema_from_config
+
+
+def _tensor(value):
+    """A meta-batch array as a tensor. PaddleRec's trainer passes the reader
+    through a DataLoader (no batching: runner.train_batch_size unset), which
+    has made the arrays tensors already."""
+    return value if isinstance(value, paddle.Tensor) else paddle.to_tensor(value)
 
 
 class DygraphModel:
     def create_model(self, config):
-        schema = schema_from_config(config)
+        config = with_defaults(config)
+        hp = lambda key: config[f"hyper_parameters.{key}"]  # noqa: E731
         return net.MetaHeacNet(
-            schema,
-            embed_dim=config["hyper_parameters.embed_dim"],
-            mlp_dims=config["hyper_parameters.mlp_dims"],
-            num_expert=config["hyper_parameters.num_expert"],
-            num_output=config["hyper_parameters.num_output"],
-            dropout=config["hyper_parameters.dropout"],
-            embedding_init_std=config["hyper_parameters.embedding_init_std"],
-            expert_activation=config["hyper_parameters.expert_activation"],
-            gate_fields=config["hyper_parameters.gate_fields"],
-            wide=config["hyper_parameters.wide"],
-            gate=config["hyper_parameters.gate"],
-            gate_init_std=config["hyper_parameters.gate_init_std"])
+            schema_from_config(config), embed_dim=hp("embed_dim"), mlp_dims=hp("mlp_dims"),
+            num_expert=hp("num_expert"), num_output=hp("num_output"), dropout=hp("dropout"),
+            embedding_init_std=hp("embedding_init_std"), expert_activation=hp("expert_activation"),
+            gate_fields=hp("gate_fields"), wide=hp("wide"), gate=hp("gate"), gate_init_std=hp("gate_init_std"))
 
     def create_feeds(self, batch, config):
-        """Meta-batch from reader_train (numpy, see meta.build_meta_batch) -> tensors."""
-        return {"rows": paddle.to_tensor(batch["rows"]),
-                "tasks": [{k: paddle.to_tensor(v) for k, v in task.items() if k != "aid"}
-                          for task in batch["tasks"]]}
+        """Meta-batch (tasks, rows) from reader_train (metaheac.rows.build_meta_batch) -> tensors."""
+        tasks, rows = batch
+        return [{k: _tensor(v) for k, v in task.items() if k != "aid"} for task in tasks], _tensor(rows)
 
-    def create_loss(self, pred, label):
-        return net.bce_loss(pred, label)
-
-    def create_optimizer(self, dy_model, config, mode="train"):
-        if mode != "train":  # per-campaign fine-tuning builds its own (tools/utils/finetune.py)
-            return paddle.optimizer.Adam(learning_rate=config["hyper_parameters.optimizer.local_test_learning_rate"],
-                                         parameters=dy_model.parameters())
+    def create_optimizer(self, dy_model, config):
+        config = with_defaults(config)
         decay = config["hyper_parameters.optimizer.weight_decay"]
-        # Per-parameter multipliers of the outer learning rate. A gate must
-        # learn to route campaigns to experts before the embeddings memorise
-        # the training rows, hence a faster gate; the wide weights start at 0
-        # and need a faster rate to reach a regression's size in a few epochs.
+        # Per-group multipliers of the outer learning rate. A gate must learn
+        # to route campaigns to experts before the embeddings memorise the
+        # training rows, hence a faster gate; the wide weights start at 0 and
+        # need a faster rate to reach a regression's size in a few epochs.
         for name, p in dy_model.named_parameters():
-            p.optimize_attr["learning_rate"] = lr_scale(config, net.param_group(name))
+            p.optimize_attr["learning_rate"] = lr_scale(config, dy_model.param_group(name))
         return paddle.optimizer.Adam(
             learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
             parameters=dy_model.parameters(),
             weight_decay=paddle.regularizer.L2Decay(decay) if decay else None)
 
     def create_metrics(self):
-        return [], []  # AUC is computed exactly at infer time (tools/utils/metrics.py)
+        return [], []  # AUC is computed exactly, per campaign, at infer time (tools/utils/metrics.py)
 
     def num_samples(self, batch):
-        """Rows processed by one meta-batch (support + query of every task)."""
-        return sum(t["sup_labels"].shape[0] + t["qry_labels"].shape[0] for t in batch["tasks"])
+        """Rows one meta-batch reads (support + query of every task)."""
+        tasks, _ = batch
+        return sum(int(np.prod(t["sup_labels"].shape)) + int(np.prod(t["qry_labels"].shape)) for t in tasks)
 
     def train_forward(self, dy_model, metric_list, batch, config):
-        """Mean query loss of a meta-batch after per-task inner adaptation."""
+        """Mean query loss of a meta-batch after per-task inner adaptation:
+        (loss, metric_list, tensors to print), as PaddleRec's trainer expects."""
+        config = with_defaults(config)
         loss = meta.meta_train_loss(
-            dy_model, self.create_feeds(batch, config),
+            dy_model, *self.create_feeds(batch, config),
             local_lr=config["hyper_parameters.local_lr"],
             order=config["hyper_parameters.meta_order"],
             inner_steps=config["hyper_parameters.inner_steps"],
             adapt_rows=config["hyper_parameters.adapt_embedding"] == "rows")
         return loss, metric_list, {"loss": loss}
 
-    def infer_train_forward(self, dy_model, batch, config):
-        """Loss of one fine-tuning batch: batch = [inputs (PaddleRec 4-list), labels]."""
-        inputs, labels = batch
-        return self.create_loss(dy_model(inputs), paddle.cast(labels, "float32"))
-
-    def infer_forward(self, dy_model, metric_list, metric_list_local, batch, config):
-        inputs, _ = batch
-        return dy_model(inputs)
-
     def finetune_and_score(self, dy_model, campaign, config, rng):
         """Fine-tune a copy of the meta-learned model on the campaign's seeds, score its candidates."""
-        return finetune.finetune_and_score(dy_model, campaign["stage1"], campaign["stage2"], config, rng)
+        return scoring.finetune_and_score(dy_model, campaign["stage1"], campaign["stage2"], with_defaults(config), rng)

@@ -6,16 +6,14 @@ Critics". The network only: no data handling, no device code.
 Parameters can be passed in explicitly (``forward(inputs, params)``) so the
 meta-learning step can run the model with fast weights without mutating the
 layer. Every op used here has a double gradient in Paddle 3.3.1 (gather, not
-F.embedding; a hand-written softmax and BCE; matmul/bmm, not einsum), so the
-second-order MAML gradient is exact.
+F.embedding; a hand-written softmax; matmul/bmm, not einsum; the loss in
+metaheac/loss.py), so the second-order MAML gradient is exact.
 """
 import math
 
 import numpy as np
 import paddle
 import paddle.nn as nn
-
-EPS = 1e-7
 
 
 def softmax(z):
@@ -29,26 +27,9 @@ def affine(x, w, b, ones):
     return paddle.matmul(x, w) + paddle.matmul(ones, b.reshape([1, -1]))
 
 
-def param_group(name):
-    """The group of a MetaHeacNet parameter: embedding, wide, gate (both gates,
-    MLP or lookup), critic or expert. Learning-rate multipliers and the
-    fine-tuning parameter groups are set per group."""
-    if name in ("embedding", "wide"):
-        return name
-    if name == "gate_table" or "_gate_" in name:
-        return "gate"
-    return "critic" if name.startswith("critic_") else "expert"
-
-
 def _lookup(table, rows):
     """Rows [B, n] of table [R, D] -> [B, n, D]."""
     return paddle.gather(table, rows.reshape([-1])).reshape([-1, rows.shape[1], table.shape[1]])
-
-
-def bce_loss(prob, label):
-    """Mean binary cross-entropy of probabilities (double-differentiable)."""
-    p = paddle.clip(prob, EPS, 1.0 - EPS)
-    return -(label * paddle.log(p) + (1.0 - label) * paddle.log(1.0 - p)).mean()
 
 
 class MetaHeacNet(nn.Layer):
@@ -81,7 +62,11 @@ class MetaHeacNet(nn.Layer):
         self.gate_positions = schema.gate_positions(gate_fields)
         gate_in = (len(self.gate_positions) + 1) * E
 
-        self.embedding = self._embedding_table(schema, E, embedding_init_std)
+        # Each parameter's group (embedding, wide, gate, expert, critic) is named
+        # where it is created: learning-rate multipliers and what fine-tuning
+        # adapts are set per group (param_group).
+        self._groups = {}
+        self._add("embedding", "embedding", self._embedding_table(schema, E, embedding_init_std))
         # Tables indexed by the same rows as `embedding` (the meta step and
         # fine-tuning cut all of them to the rows a task touches).
         self.row_tables = ["embedding"]
@@ -89,8 +74,9 @@ class MetaHeacNet(nn.Layer):
             # One weight per id and expert, from 0: each expert also carries a
             # logistic regression over the user's ids. On a few thousand rows per
             # kind of campaign, a linear scorer of the ids learns more per row
-            # than an MLP of embeddings (readme, Accuracy).
-            self.wide = self.create_parameter([schema.num_rows, K], default_initializer=nn.initializer.Constant(0.0))
+            # than an MLP of embeddings (docs/experiments.md).
+            self._add("wide", "wide", self.create_parameter(
+                [schema.num_rows, K], default_initializer=nn.initializer.Constant(0.0)))
             self.row_tables.append("wide")
         if gate == "lookup":
             # Gate logits looked up per gate-field id ([K expert | O critic]
@@ -98,27 +84,28 @@ class MetaHeacNet(nn.Layer):
             # each category to its own few experts from the first step, so the
             # experts specialise at once (like hash routing); learnt routing from
             # a uniform start must first break the experts' symmetry, and did
-            # not (readme, Accuracy). Only ad rows are read.
+            # not (docs/experiments.md). Only ad rows are read.
             init = nn.initializer.Normal(0.0, gate_init_std)
-            self.gate_table = self.create_parameter([schema.num_rows, K + num_output], default_initializer=init)
+            self._add("gate_table", "gate", self.create_parameter([schema.num_rows, K + num_output],
+                                                                  default_initializer=init))
             self.row_tables.append("gate_table")
         # Experts, computed for all K at once. Layer 0 is one fused matmul
         # [B, F*E] @ [F*E, K*h0]; later layers are batched over experts (bmm).
         dims = [F * E] + self.mlp_dims
-        self.expert_w0 = self._weight([dims[0], K * dims[1]], dims[0], dims[1])
-        self.expert_b0 = self._bias([K * dims[1]])
+        self._add("expert_w0", "expert", self._weight([dims[0], K * dims[1]], dims[0], dims[1]))
+        self._add("expert_b0", "expert", self._bias([K * dims[1]]))
         for i in range(1, len(self.mlp_dims)):
-            setattr(self, f"expert_w{i}", self._weight([K, dims[i], dims[i + 1]], dims[i], dims[i + 1]))
-            setattr(self, f"expert_b{i}", self._bias([K, 1, dims[i + 1]]))
+            self._add(f"expert_w{i}", "expert", self._weight([K, dims[i], dims[i + 1]], dims[i], dims[i + 1]))
+            self._add(f"expert_b{i}", "expert", self._bias([K, 1, dims[i + 1]]))
         # Two gates on the task representation: one mixes experts, one critics.
         for name, out in (("expert_gate", K), ("critic_gate", num_output)) if gate == "mlp" else ():
-            setattr(self, f"{name}_w0", self._weight([gate_in, H], gate_in, H))
-            setattr(self, f"{name}_b0", self._bias([H]))
-            setattr(self, f"{name}_w1", self._weight([H, out], H, out))
-            setattr(self, f"{name}_b1", self._bias([out]))
+            self._add(f"{name}_w0", "gate", self._weight([gate_in, H], gate_in, H))
+            self._add(f"{name}_b0", "gate", self._bias([H]))
+            self._add(f"{name}_w1", "gate", self._weight([H, out], H, out))
+            self._add(f"{name}_b1", "gate", self._bias([out]))
         # O critics, each a logistic head on the mixed expert output.
-        self.critic_w = self._weight([H, num_output], H, 1)
-        self.critic_b = self._bias([num_output])
+        self._add("critic_w", "critic", self._weight([H, num_output], H, 1))
+        self._add("critic_b", "critic", self._bias([num_output]))
 
         def buffer(name, array):
             self.register_buffer(name, paddle.to_tensor(array), persistable=False)
@@ -135,6 +122,14 @@ class MetaHeacNet(nn.Layer):
             buffer(f"cross_strides{i}", strides)
 
     # ------------------------------------------------------------ init --
+    def _add(self, name, group, param):
+        setattr(self, name, param)
+        self._groups[name] = group
+
+    def param_group(self, name):
+        """The group of parameter `name`: embedding, wide, gate, expert or critic."""
+        return self._groups[name]
+
     def _weight(self, shape, fan_in, fan_out):
         init = nn.initializer.XavierUniform(fan_in=fan_in, fan_out=fan_out)
         return self.create_parameter(shape, default_initializer=init)

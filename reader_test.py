@@ -1,6 +1,9 @@
 """Inference reader: one campaign at a time, its seed set (stage 1) and its
-candidates (stage 2), from `test_stage1.pkl` and `test_stage2.pkl`.
+candidates (stage 2).
 
+runner.test_data_dir holds `test_stage1.pkl` and `test_stage2.pkl`, or one
+`<prefix>_stage1.pkl` / `<prefix>_stage2.pkl` pair as PaddleRec's download
+script names them (`test_hot_stage1.pkl`, `test_cold_stage2.pkl`).
 Campaigns present in one stage only cannot be evaluated; they are listed in
 ``self.unmatched`` and logged, never fatal.
 """
@@ -10,27 +13,39 @@ import os
 import numpy as np
 from paddle.io import IterableDataset
 
-from tools.utils.report import user_id_name
-from tools.utils.schema import schema_from_config
-from tools.utils.task_store import DataError, open_store
+from metaheac.config import with_defaults
+from metaheac.errors import DataError
+from metaheac.schema import schema_from_config
+from metaheac.store import open_store
 
 logger = logging.getLogger(__name__)
 
 STAGE_FILES = ("test_stage1.pkl", "test_stage2.pkl")
 
 
+def stage_files(file_list, where):
+    """(stage-1 path, stage-2 path) among `file_list`, by the names above."""
+    by_name = {os.path.basename(f): f for f in file_list}
+    if all(n in by_name for n in STAGE_FILES):
+        return tuple(by_name[n] for n in STAGE_FILES)
+    pairs = sorted(n[:-len("_stage1.pkl")] for n in by_name
+                   if n.endswith("_stage1.pkl") and n.replace("_stage1.pkl", "_stage2.pkl") in by_name)
+    if len(pairs) == 1:
+        return by_name[pairs[0] + "_stage1.pkl"], by_name[pairs[0] + "_stage2.pkl"]
+    found = sorted(n for n in by_name if n.endswith(".pkl"))
+    raise DataError(f"{where}: expected {STAGE_FILES[0]} (seed sets) and {STAGE_FILES[1]} (candidates), or one "
+                    f"<prefix>_stage1.pkl / <prefix>_stage2.pkl pair such as test_hot_stage1.pkl; found "
+                    f"{found or 'no .pkl file'}. Fix runner.test_data_dir")
+
+
 class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
-        by_name = {os.path.basename(f): f for f in file_list}
-        missing = [n for n in STAGE_FILES if n not in by_name]
-        if missing:
-            where = os.path.dirname(file_list[0]) if file_list else config.get("runner.test_data_dir")
-            raise DataError(f"{where}: missing {missing}; runner.test_data_dir must hold "
-                            f"{STAGE_FILES[0]} (seed sets) and {STAGE_FILES[1]} (candidates)")
+        config = with_defaults(config)
+        where = os.path.dirname(file_list[0]) if file_list else config.get("runner.test_data_dir")
         self.schema = schema_from_config(config)
         cache_dir = config.get("runner.cache_dir")
-        self.stage1, self.stage2 = (open_store(by_name[n], self.schema, cache_dir) for n in STAGE_FILES)
+        self.stage1, self.stage2 = (open_store(f, self.schema, cache_dir) for f in stage_files(file_list, where))
         aids1, aids2 = set(self.stage1.task_aids.tolist()), set(self.stage2.task_aids.tolist())
         self.aids = sorted(aids1 & aids2)
         self.unmatched = {"stage1_only": sorted(aids1 - aids2), "stage2_only": sorted(aids2 - aids1)}
@@ -38,7 +53,7 @@ class RecDataset(IterableDataset):
             if aids:
                 logger.warning("%d campaign(s) only in %s, not evaluated: %s", len(aids),
                                stage.replace("_only", ""), aids[:20])
-        self.user_id_name = user_id_name(self.schema.user_id_col, self.stage2.uses_uid)
+        self.user_id_name = self.stage2.user_id_name(self.schema.user_id_col)
         if not self.aids:
             raise DataError(f"{self.stage1.source} and {self.stage2.source} share no campaign "
                             f"({self.schema.task_col}); nothing to evaluate")

@@ -15,9 +15,11 @@ import math
 import numpy as np
 from paddle.io import IterableDataset
 
-from tools.utils.meta import build_meta_batch
-from tools.utils.schema import schema_from_config
-from tools.utils.task_store import DataError, open_store
+from metaheac.config import with_defaults
+from metaheac.errors import DataError
+from metaheac.rows import build_meta_batch
+from metaheac.schema import schema_from_config
+from metaheac.store import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
+        config = with_defaults(config)
         files = sorted(f for f in file_list if f.endswith(".pkl"))
         if not files:
             raise DataError(f"no .pkl training file in {sorted(file_list)}; "

@@ -2,12 +2,12 @@
 tools/export.py and tools/expand.py."""
 import os
 
-import numpy as np
-
-from tools.utils import finetune, runtime
+from metaheac import adapt
+from metaheac.errors import DataError
+from metaheac.schema import schema_from_config
+from metaheac.store import convert_frame, read_dataframe
+from tools.utils import runtime
 from tools.utils.checkpoint import infer_root, load_checkpoint
-from tools.utils.schema import schema_from_config
-from tools.utils.task_store import DataError, convert_frame, read_dataframe
 
 log = runtime.logger
 
@@ -17,12 +17,12 @@ def load_model(config, epoch=None):
     evaluated one, runner.infer_end_epoch - 1), checkpoint path)."""
     runtime.seed_everything(config["runner.seed"])
     runtime.set_device(config)
-    dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
-    model = dy_model_class.create_model(config)
+    dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
+    model = dy_model.create_model(config)
     model.eval()
     epoch = config["runner.infer_end_epoch"] - 1 if epoch is None else epoch
     path = load_checkpoint(os.path.join(infer_root(config), str(epoch)), model, key="runner.infer_load_path")
-    return dy_model_class, model, path
+    return dy_model, model, path
 
 
 def read_campaign_file(path, config):
@@ -41,6 +41,5 @@ def read_campaign_file(path, config):
 
 
 def finetune_campaign(model, seeds, config, other_rows=()):
-    """finetune.finetune seeded from (runner.seed, aid), as infer does."""
-    rng = np.random.default_rng([config["runner.seed"], seeds["aid"]])
-    return finetune.finetune(model, seeds, config, rng, other_rows)
+    """adapt.finetune seeded as infer seeds the campaign."""
+    return adapt.finetune(model, seeds, config, adapt.campaign_rng(config["runner.seed"], seeds["aid"]), other_rows)

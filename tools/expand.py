@@ -21,8 +21,11 @@ log = runtime.logger
 
 
 def expand(config, args):
+    from metaheac.adapt import infer_batch_size
+    from metaheac.routing import describe_route
+    from metaheac.scoring import score
     from tools.campaign import finetune_campaign, load_model, read_campaign_file
-    from tools.utils import finetune, report
+    from tools.utils import report
 
     t0 = time.time()
     _, model, ckpt = load_model(config, args.epoch)
@@ -30,11 +33,11 @@ def expand(config, args):
     candidates = read_campaign_file(args.candidates, config)
     tuned = finetune_campaign(model, seeds, config, [candidates["rows"]])
     (rows,) = tuned.others
-    scores = finetune.score(model, tuned.params, rows, candidates["lengths"], finetune.infer_batch_size(config))
+    scores = score(model, tuned.params, rows, candidates["lengths"], infer_batch_size(config))
     k = report.audience_size(scores.size, config)
-    id_name = report.user_id_name(config["hyper_parameters.user_id_col"], candidates["uses_uid"])
+    id_name = candidates["user_id_name"]
     report.write_csv(args.out, report.ranked_audience(scores, candidates["user_ids"], k), id_name)
-    routed = finetune.describe_route(tuned.route)
+    routed = describe_route(tuned.route)
     log.info("campaign %d: fine-tuned %s on %d seeds (%d steps%s), scored %d candidates, wrote the top %d to %s "
              "in %.1fs", seeds["aid"], ckpt, seeds["labels"].size, tuned.steps, f"; routed {routed}" if routed else "",
              scores.size, k, args.out, time.time() - t0)

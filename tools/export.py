@@ -46,8 +46,9 @@ def serving_layer(net):
 def export(config, args):
     import paddle
 
+    from metaheac.adapt import merged_state
+    from metaheac.routing import describe_route
     from tools.campaign import finetune_campaign, load_model, read_campaign_file
-    from tools.utils.finetune import describe_route, merged_state
 
     _, model, ckpt = load_model(config, args.epoch)
     what = f"meta-learned model {ckpt}"

@@ -38,6 +38,7 @@ Usage:  python tools/gen_data.py --out data --seed 2021 [--scale 0.1 ...]
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -45,17 +46,21 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-STATIC = ("carrier", "consumptionAbility", "LBS", "age", "education", "gender", "house")
-SEQUENCE = ("interest1", "interest2", "interest3", "kw1", "kw2", "topic1", "topic2")
-AD = ("advertiserId", "campaignId", "creativeSize", "adCategoryId", "productId", "productType")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from metaheac.columns import LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, USER_ID, \
+    length_col  # noqa: E402
+from metaheac.files import atomic_write  # noqa: E402
+
+STATIC, SEQUENCE, AD = TENCENT_STATIC, TENCENT_SEQUENCE, TENCENT_AD
 FILES = ("train/train_stage1.pkl", "test_hot/test_stage1.pkl", "test_hot/test_stage2.pkl",
          "test_cold/test_stage1.pkl", "test_cold/test_stage2.pkl", "oracle.json")
-COLUMNS = ["label", "aid", *STATIC, *SEQUENCE, *(f + "_length" for f in SEQUENCE), *AD, "uid", "p_true"]
+COLUMNS = [LABEL, TASK, *STATIC, *SEQUENCE, *map(length_col, SEQUENCE), *AD, USER_ID, "p_true"]
 
 DEFAULT_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1],
                     [124, 82, 12, 2000, 1000, 500, 500],
                     [78, 137, 14, 39, 32, 3]]
-DEFAULT_WIDTHS = [10, 10, 10, 5, 5, 5, 5]
+DEFAULT_WIDTHS = TENCENT_WIDTHS
 USERS_PER_SCALE = 20_000
 
 ZIPF_EXPONENT = 1.1
@@ -147,17 +152,10 @@ def _frame(users, blocks):
     cols = {"label": np.concatenate([b["label"] for b in blocks]), "aid": per_row("aid")}
     cols |= {f: static[f][uid] for f in STATIC}
     cols |= {f: list(seq[f][uid]) for f in SEQUENCE}
-    cols |= {f + "_length": lengths[f][uid] for f in SEQUENCE}
+    cols |= {length_col(f): lengths[f][uid] for f in SEQUENCE}
     cols |= {f: per_row(f) for f in AD}
     cols |= {"uid": uid.astype(np.int64), "p_true": np.concatenate([b["p_true"] for b in blocks])}
     return pd.DataFrame(cols, columns=COLUMNS)
-
-
-def _write_atomic(path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _auc(y, p):
@@ -219,7 +217,7 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
     summary = {"seed": seed, "max_idxs": max_idxs, "widths": widths, "splits": {}}
 
     def save(df, rel):
-        _write_atomic(Path(out_dir) / rel, lambda tmp: df.to_pickle(tmp, compression=None))
+        atomic_write(Path(out_dir) / rel, lambda tmp: df.to_pickle(tmp, compression=None))
 
     train = [rows(*campaign(i), draw(n)) for i, n in enumerate(_sizes(rng, n_train, train_rows, scale, skew=2.2))]
     df = _frame(users, train)
@@ -248,7 +246,7 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
             "oracle_gauc": float(np.mean([c["oracle_auc"] for c in per_campaign.values()])),
             "per_campaign": per_campaign}
 
-    _write_atomic(Path(out_dir) / "oracle.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    atomic_write(Path(out_dir) / "oracle.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
     return summary
 
 

@@ -52,10 +52,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.utils import task_store  # noqa: E402
-from tools.utils.schema import (TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS,  # noqa: E402
-                                schema_from_config)
-from tools.utils.task_store import DataError, open_store  # noqa: E402
+from metaheac import store as task_store  # noqa: E402
+from metaheac.columns import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, length_col  # noqa: E402
+from metaheac.errors import DataError  # noqa: E402
+from metaheac.files import atomic_write  # noqa: E402
+from metaheac.schema import schema_from_config  # noqa: E402
+from metaheac.store import open_store  # noqa: E402
+from tools.utils.progress import Progress  # noqa: E402
 
 logger = logging.getLogger("metaheac.preprocess")
 
@@ -144,7 +147,7 @@ def parse_list_option(text):
 
 def check_layout(layout):
     names = list(layout.static) + [n for n, _ in layout.sequence] + list(layout.ad)
-    length_cols = [n + "_length" for n, _ in layout.sequence]
+    length_cols = [length_col(n) for n, _ in layout.sequence]
     if not layout.static and not layout.sequence:
         raise PreprocessError("no user field: give --static-fields and/or --sequence-fields")
     if any(not isinstance(w, int) or w < 1 for _, w in layout.sequence):
@@ -340,29 +343,6 @@ def _chunk_uids(lines, first_line_no, bad):
     return np.frombuffer(uids, dtype=np.int64), np.frombuffer(positions, dtype=np.int64)
 
 
-class Progress:
-    """Logs lines, MB read, users found, elapsed time and rate every `every` lines."""
-
-    def __init__(self, path, every, wanted):
-        self.path, self.every, self.wanted = path, every, wanted
-        self.total_mb = os.path.getsize(path) / 2**20
-        self.start = time.perf_counter()
-        self.next = every
-
-    def update(self, lines, position, found, force=False):
-        if lines < self.next and not force:
-            return
-        self.next = (lines // self.every + 1) * self.every
-        elapsed = time.perf_counter() - self.start
-        mb = position / 2**20
-        rate = lines / elapsed if elapsed > 0 else 0.0
-        eta = (self.total_mb - mb) / (mb / elapsed) if mb > 0 and elapsed > 0 else 0.0
-        logger.info("%s: %s lines, %.1f/%.1f MB (%.0f%%), %s/%s labelled users found, %.0fs, %s lines/s, "
-                    "ETA %.0fs", os.path.basename(self.path), f"{lines:,}", mb, self.total_mb,
-                    100 * mb / max(self.total_mb, 1e-9), f"{found:,}", f"{self.wanted:,}", elapsed,
-                    f"{rate:,.0f}", eta)
-
-
 def stream_users(path, wanted, layout, problems, progress_every):
     """Stream userFeature.data, keeping the users in `wanted` (sorted unique uids [U], U >= 1).
 
@@ -373,7 +353,7 @@ def stream_users(path, wanted, layout, problems, progress_every):
     raw = np.full((n, layout.user_cols), -1, dtype=np.int32)
     found = np.zeros(n, dtype=bool)
     slots, template = layout.user_slots(), [-1] * layout.user_cols
-    progress = Progress(path, progress_every, n)
+    progress, next_log = Progress(os.path.getsize(path) / 2**20, every=1), progress_every
     chunk_lines = max(1, min(CHUNK_LINES, progress_every))
     line_no, kept = 0, 0
     with open(path, "rb", buffering=2**20) as f:
@@ -406,9 +386,16 @@ def stream_users(path, wanted, layout, problems, progress_every):
                 raw[np.array(targets)] = np.array(rows, dtype=np.int32)
             kept += len(rows)
             line_no += len(lines)
-            progress.update(line_no, f.tell(), kept)
-        progress.update(line_no, f.tell(), kept, force=True)
+            if line_no >= next_log:
+                next_log = (line_no // progress_every + 1) * progress_every
+                _log_stream(path, progress, line_no, f.tell(), kept, n)
+        _log_stream(path, progress, line_no, f.tell(), kept, n)
     return found, raw, line_no
+
+
+def _log_stream(path, progress, lines, position, found, wanted):
+    logger.info("%s: %s lines, %s/%s labelled users found, MB %s", os.path.basename(path), f"{lines:,}",
+                f"{found:,}", f"{wanted:,}", progress.status(position / 2**20))
 
 
 # ---------------------------------------------------------------- encoding --
@@ -467,7 +454,7 @@ def build_frame(rows, user_codes, user_index, ad_codes, ad_index, layout):
             cols[name] = block[:, 0]
         else:
             cols[name] = list(block)  # N views [width] of block: one ndarray object per cell
-            lengths[name + "_length"] = (block > 0).sum(1)  # real ids are >= 1, padding 0
+            lengths[length_col(name)] = (block > 0).sum(1)  # real ids are >= 1, padding 0
     cols.update(lengths)
     ads = ad_codes[ad_index]  # [N, ad fields]
     for j, name in enumerate(layout.ad):
@@ -500,11 +487,11 @@ def fragment_text(tree, raw_dir):
 
 # ------------------------------------------------------------------ writing --
 
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
 
 
 class _FramePickler(pickle.Pickler):
@@ -739,8 +726,8 @@ def preprocess(raw_dir, out_dir, layout=None, test_fraction=0.5, hot_threshold=2
     users = {"user_lines": user_lines, "labelled_users": len(wanted), "users_found": int(found.sum()),
              "users_in_output": len(used_users)}
     summary = _summary(raw_dir, layout, options, groups, parts, users, max_idx, tree, problems, unused, seconds)
-    _atomic_write_text(os.path.join(out_dir, SUMMARY), json.dumps(summary, indent=1))
-    _atomic_write_text(os.path.join(out_dir, FRAGMENT), fragment_text(tree, raw_dir))
+    _write_text(os.path.join(out_dir, SUMMARY), json.dumps(summary, indent=1))
+    _write_text(os.path.join(out_dir, FRAGMENT), fragment_text(tree, raw_dir))
     _log_summary(summary, out_dir)
     return summary
 

@@ -14,24 +14,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from metaheac.config import require  # noqa: E402
+from metaheac.errors import ConfigError, DataError  # noqa: E402
+from metaheac.files import clean_leftovers  # noqa: E402
 from tools.utils import runtime  # noqa: E402
-from tools.utils.config import ConfigError, require  # noqa: E402
-from tools.utils.task_store import DataError  # noqa: E402
+from tools.utils.progress import Progress, duration  # noqa: E402
 
 log = runtime.logger
 
 
-class Progress:
-    """Windowed training statistics for the periodic log line."""
+class Window:
+    """Training statistics since the last progress line."""
 
-    def __init__(self, n_batches, interval):
-        self.n_batches, self.interval = n_batches, interval
-        self.reset()
-
-    def reset(self):
-        self.tick = time.time()
+    def __init__(self):
         self.reader = self.compute = self.loss = 0.0
         self.batches = self.samples = 0
+        self.tick = time.perf_counter()
 
     def add(self, reader_s, compute_s, loss, samples):
         self.reader += reader_s
@@ -40,133 +38,159 @@ class Progress:
         self.batches += 1
         self.samples += samples
 
-    def maybe_log(self, epoch, batch_id):
-        if (batch_id + 1) % self.interval and batch_id + 1 != self.n_batches:
-            return
-        elapsed = max(time.time() - self.tick, 1e-9)
+    def text(self):
         busy = max(self.reader + self.compute, 1e-9)
-        log.info("epoch %d batch %d/%s loss %.5f | %.2f meta-batches/s, %.0f samples/s | reader %.1f%% "
-                 "compute %.1f%%", epoch, batch_id + 1, self.n_batches or "?", self.loss / max(self.batches, 1),
-                 self.batches / elapsed, self.samples / elapsed, 100 * self.reader / busy,
-                 100 * self.compute / busy)
-        self.reset()
+        rate = self.samples / max(time.perf_counter() - self.tick, 1e-9)
+        return (f"loss {self.loss / max(self.batches, 1):.5f} | {rate:,.0f} samples/s | reader "
+                f"{100 * self.reader / busy:.1f}% compute {100 * self.compute / busy:.1f}%")
 
 
-def _setup(config, rank, size):
-    """Reader, model, optimizer and the first epoch (resume), on every rank."""
-    from tools.utils.checkpoint import load_checkpoint, read_state
+class Run:
+    """What one training run works with: model class, reader, network, optimizer."""
 
-    dy_model_class = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
-    reader = runtime.load_module(config, config["runner.train_reader_path"], "runner.train_reader_path")
-    files = runtime.list_files(require(config, "runner.train_data_dir"), "runner.train_data_dir")
-    dataset = reader.RecDataset(files, config)
-    if hasattr(dataset, "set_rank"):
-        dataset.set_rank(rank, size)
-    model = dy_model_class.create_model(config)
-    optimizer = dy_model_class.create_optimizer(model, config, "train")
-    first_epoch = 0
-    if config["runner.model_init_path"]:
-        loaded = load_checkpoint(config["runner.model_init_path"], model, optimizer, "runner.model_init_path")
-        state = read_state(loaded)
-        if state:  # resume: a finished epoch continues with the next, an interrupted one is redone
-            first_epoch = state["epoch"] + (1 if state["complete"] else 0)
-        log.info("initialised from %s; training epochs %d..%d", loaded, first_epoch, config["runner.epochs"] - 1)
-    return dy_model_class, dataset, model, optimizer, first_epoch
+    def __init__(self, config, rank, size):
+        from tools.utils.checkpoint import load_checkpoint, read_state
+
+        self.config, self.rank, self.size = config, rank, size
+        self.dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
+        reader = runtime.load_module(config, config["runner.train_reader_path"], "runner.train_reader_path")
+        files = runtime.list_files(require(config, "runner.train_data_dir"), "runner.train_data_dir")
+        self.dataset = reader.RecDataset(files, config)
+        self.dataset.set_rank(rank, size)
+        self.model = self.dy_model.create_model(config)
+        self.optimizer = self.dy_model.create_optimizer(self.model, config)
+        self.first_epoch = 0
+        root = config["runner.model_save_path"]
+        for note in clean_leftovers(root) if rank == 0 and os.path.isdir(root) else ():
+            log.warning("%s", note)
+        if config["runner.model_init_path"]:
+            loaded = load_checkpoint(config["runner.model_init_path"], self.model, self.optimizer,
+                                     "runner.model_init_path")
+            state = read_state(loaded)
+            if state:  # resume: a finished epoch continues with the next, an interrupted one is redone
+                self.first_epoch = state["epoch"] + (1 if state["complete"] else 0)
+            log.info("initialised from %s; training epochs %d..%d", loaded, self.first_epoch,
+                     config["runner.epochs"] - 1)
+
+    def save(self, name, epoch, complete, done):
+        from tools.utils.checkpoint import save_checkpoint
+
+        root = self.config["runner.model_save_path"]
+        if self.rank > 0:  # rank 0 alone writes
+            return os.path.join(root, str(name))
+        return save_checkpoint(root, name, self.model, self.optimizer, self.config,
+                               {"epoch": epoch, "complete": complete, "meta_batches_done": done})
 
 
-def train(config):
-    # paddle is imported here, after run_cli has set the thread variables
+def _start(config):
+    """Set up every rank; a failure on any rank stops all of them with its message."""
     from tools.utils import distributed
-    from tools.utils.checkpoint import save_checkpoint
-    from tools.utils.prefetch import prefetch
 
     rank, size, device = distributed.start(config)
-    error = setup = None
+    error = run = None
     try:
-        setup = _setup(config, rank, size)
+        run = Run(config, rank, size)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
         error = exc
     distributed.check_all(error)
-    dy_model_class, dataset, model, optimizer, first_epoch = setup
-    distributed.broadcast_parameters(model)
-
-    metric_list, _ = dy_model_class.create_metrics()
-    n_params = sum(int(math.prod(p.shape)) for p in model.parameters())
-    log.info("model: %s parameters, %s, device %s, MKL threads %s", f"{n_params:,}", model.schema,
+    distributed.broadcast_parameters(run.model)
+    n_params = sum(int(math.prod(p.shape)) for p in run.model.parameters())
+    log.info("model: %s parameters, %s, device %s, MKL threads %s", f"{n_params:,}", run.model.schema,
              device, os.environ.get("MKL_NUM_THREADS"))
     if size > 1:
         log.info("data parallel over %d ranks: effective meta-batch %d tasks (task_count %d per rank), "
                  "gradients averaged every step", size, size * config["hyper_parameters.task_count"],
                  config["hyper_parameters.task_count"])
+    return run
 
-    epochs, save_root = config["runner.epochs"], config["runner.model_save_path"]
-    skip_nonfinite = config["runner.nonfinite_loss"] == "skip"
-    n_batches = dataset.num_batches() if hasattr(dataset, "num_batches") else None
-    count_samples = getattr(dy_model_class, "num_samples", lambda batch: 0)
-    progress = Progress(n_batches, config["runner.print_interval"])
-    run_start, total_batches, total_samples, last_loss = time.time(), 0, 0, float("nan")
 
-    def save(name, epoch, complete, done):
-        if rank == 0:
-            return save_checkpoint(save_root, name, model, optimizer, config,
-                                   {"epoch": epoch, "complete": complete, "meta_batches_done": done})
-        return os.path.join(save_root, str(name))
+def _step(run, batch, metric_list, stop, epoch, batch_id):
+    """One meta-step: (loss value, stop requested). A non-finite loss stops
+    the run (no checkpoint written) or, with runner.nonfinite_loss=skip, skips."""
+    from tools.utils import distributed
 
+    loss, metric_list, _ = run.dy_model.train_forward(run.model, metric_list, batch, run.config)
+    loss_value, stopping = distributed.agree(float(loss), stop.signum is not None)
+    if math.isfinite(loss_value):
+        loss.backward()
+        distributed.average_gradients(run.model)
+        run.optimizer.step()
+    elif run.config["runner.nonfinite_loss"] == "skip":
+        log.warning("epoch %d meta-batch %d: loss is %s, batch skipped (runner.nonfinite_loss=skip)",
+                    epoch, batch_id, loss_value)
+    else:
+        raise FloatingPointError(
+            f"loss is {loss_value} at epoch {epoch}, meta-batch {batch_id}; stopped before a broken checkpoint "
+            f"is written. Lower hyper_parameters.optimizer.global_learning_rate or local_lr, check the data, "
+            f"or set runner.nonfinite_loss=skip")
+    run.optimizer.clear_grad()
+    return loss_value, stopping
+
+
+def _epoch(run, epoch, stop):
+    """One epoch of meta-steps, logged every runner.print_interval; returns
+    (meta-batches, finite-loss meta-batches, samples, loss sum)."""
+    from tools.utils.prefetch import prefetch
+
+    config = run.config
+    run.dataset.set_epoch(epoch)
+    run.model.train()
+    metric_list, _ = run.dy_model.create_metrics()
+    progress = Progress(run.dataset.num_batches(), config["runner.print_interval"])
+    window = Window()
+    done = finite = samples = 0
+    loss_sum = 0.0
+    wait_start = time.perf_counter()
+    for batch_id, batch in enumerate(prefetch(run.dataset, config["runner.prefetch"])):
+        reader_s = time.perf_counter() - wait_start
+        step_start = time.perf_counter()
+        loss_value, stopping = _step(run, batch, metric_list, stop, epoch, batch_id)
+        n = run.dy_model.num_samples(batch) * run.size
+        done, samples = done + 1, samples + n
+        if math.isfinite(loss_value):
+            finite, loss_sum = finite + 1, loss_sum + loss_value
+        window.add(reader_s, time.perf_counter() - step_start, loss_value, n)
+        if progress.due(done):
+            log.info("epoch %d batch %s | %s", epoch, progress.status(done, "meta-batches"), window.text())
+            window = Window()
+        if stopping:
+            path = run.save("interrupted", epoch, False, done)
+            log.warning("stopped by signal at epoch %d, meta-batch %d; saved %s. Resume with "
+                        "-o runner.model_init_path=%s", epoch, done, path, path)
+            raise SystemExit(128 + (stop.signum or signal.SIGTERM))
+        wait_start = time.perf_counter()
+    if done == 0:
+        raise RuntimeError("the training reader produced no meta-batch; check runner.train_data_dir")
+    return done, finite, samples, loss_sum
+
+
+def train(config):
+    """Meta-train as configured; returns a summary dict (epochs, meta_batches,
+    samples, seconds, loss = the last epoch's mean loss, epoch_losses,
+    model_save_path, model)."""
+    run = _start(config)
+    epochs = config["runner.epochs"]
+    run_start, total_batches, total_samples, losses = time.perf_counter(), 0, 0, []
     with runtime.StopOnSignal() as stop:
-        for epoch in range(first_epoch, epochs):
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            model.train()
-            progress.reset()
-            epoch_start = wait_start = time.time()
-            done = skipped = epoch_samples = 0
-            epoch_loss = 0.0
-            for batch_id, batch in enumerate(prefetch(dataset, config["runner.prefetch"])):
-                reader_s = time.time() - wait_start
-                step_start = time.time()
-                loss, metric_list, _ = dy_model_class.train_forward(model, metric_list, batch, config)
-                loss_value, stopping = distributed.agree(float(loss), stop.signum is not None)
-                if math.isfinite(loss_value):
-                    loss.backward()
-                    distributed.average_gradients(model)
-                    optimizer.step()
-                elif skip_nonfinite:
-                    skipped += 1
-                    log.warning("epoch %d meta-batch %d: loss is %s, batch skipped (runner.nonfinite_loss=skip)",
-                                epoch, batch_id, loss_value)
-                else:
-                    raise FloatingPointError(
-                        f"loss is {loss_value} at epoch {epoch}, meta-batch {batch_id}; stopped before a broken "
-                        f"checkpoint is written. Lower hyper_parameters.optimizer.global_learning_rate or "
-                        f"local_lr, check the data, or set runner.nonfinite_loss=skip")
-                optimizer.clear_grad()
-                samples = count_samples(batch) * size
-                done += 1
-                epoch_samples += samples
-                epoch_loss += loss_value if math.isfinite(loss_value) else 0.0
-                progress.add(reader_s, time.time() - step_start, loss_value, samples)
-                progress.maybe_log(epoch, batch_id)
-                if stopping:
-                    path = save("interrupted", epoch, False, done)
-                    log.warning("stopped by signal at epoch %d, meta-batch %d; saved %s. Resume with "
-                                "-o runner.model_init_path=%s", epoch, done, path, path)
-                    raise SystemExit(128 + (stop.signum or signal.SIGTERM))
-                wait_start = time.time()
-            if done == 0:
-                raise RuntimeError("the training reader produced no meta-batch; check runner.train_data_dir")
-            last_loss = epoch_loss / max(done - skipped, 1)
-            path = save(epoch, epoch, True, done)
-            took = time.time() - epoch_start
-            log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %.1fs (%.0f samples/s), saved %s",
-                     epoch, done, f" ({skipped} skipped)" if skipped else "", last_loss, took,
-                     epoch_samples / took, path)
+        for epoch in range(run.first_epoch, epochs):
+            epoch_start = time.perf_counter()
+            done, finite, samples, loss_sum = _epoch(run, epoch, stop)
+            losses.append(loss_sum / max(finite, 1))
+            path = run.save(epoch, epoch, True, done)
+            took = time.perf_counter() - epoch_start
+            log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %s (%.0f samples/s), saved %s",
+                     epoch, done, f" ({done - finite} skipped)" if finite < done else "", losses[-1],
+                     duration(took), samples / took, path)
             total_batches += done
-            total_samples += epoch_samples
-    took = time.time() - run_start
-    log.info("training finished: %d epochs, %d meta-batches, %d samples in %.1fs; final epoch loss %.5f; "
-             "checkpoints in %s", epochs - first_epoch, total_batches, total_samples, took, last_loss, save_root)
-    return {"epochs": epochs - first_epoch, "meta_batches": total_batches, "seconds": took, "loss": last_loss,
-            "model_save_path": save_root, "model": model}
+            total_samples += samples
+    took = time.perf_counter() - run_start
+    last = losses[-1] if losses else float("nan")
+    log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f; "
+             "checkpoints in %s", len(losses), total_batches, total_samples, duration(took), last,
+             config["runner.model_save_path"])
+    return {"epochs": len(losses), "meta_batches": total_batches, "samples": total_samples, "seconds": took,
+            "loss": last, "epoch_losses": losses, "model_save_path": config["runner.model_save_path"],
+            "model": run.model}
 
 
 def main(argv=None):

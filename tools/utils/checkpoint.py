@@ -1,16 +1,17 @@
 """Checkpoints: <root>/<epoch>/rec.pdparams (+ rec.pdopt, config.yaml, state.json).
 
 Each checkpoint directory is written under a temporary name and renamed into
-place, so a directory named like an epoch is always complete. state.json says
+place (metaheac/files.py), so a directory named like an epoch is always
+complete and the previous copy is kept until the new one is in place. state.json says
 which epoch it holds and whether that epoch finished (an interrupted run
 saves <root>/interrupted with complete=false), so training can resume.
 """
 import json
 import os
-import shutil
 
 import paddle
 
+from metaheac.files import atomic_dir
 from tools.utils.config import resolved_yaml
 
 PARAMS = "rec.pdparams"
@@ -19,11 +20,7 @@ STATE = "state.json"
 
 
 def save_checkpoint(root, name, model, optimizer, config, state=None):
-    final = os.path.join(root, str(name))
-    tmp = f"{final}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    def fill(tmp):
         paddle.save(model.state_dict(), os.path.join(tmp, PARAMS))
         if optimizer is not None:
             paddle.save(optimizer.state_dict(), os.path.join(tmp, OPT))
@@ -31,13 +28,8 @@ def save_checkpoint(root, name, model, optimizer, config, state=None):
             f.write(resolved_yaml(config))
         with open(os.path.join(tmp, STATE), "w", encoding="utf-8") as f:
             json.dump(state or {}, f)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+
+    return atomic_dir(os.path.join(root, str(name)), fill)
 
 
 def read_state(params_path):

@@ -7,14 +7,11 @@ import os
 
 import numpy as np
 
+from metaheac.files import atomic_write
+
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
                     "precision@5%", "recall@5%", "audience_size", "audience_positives", "precision@k", "recall@k",
                     "finetune_steps", "routed", "seconds"]
-
-
-def user_id_name(user_id_col, uses_uid):
-    """Header of the audience files' user column: the data's user id column, else "row"."""
-    return user_id_col if uses_uid else "row"
 
 
 def audience_size(n_candidates, config):
@@ -32,31 +29,18 @@ def ranked_audience(scores, user_ids, k, labels=None):
     return out
 
 
-def write_atomic(path, write):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def write_json(path, payload):
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2)
-    return write_atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_csv(path, columns, id_name="user_id"):
     import pandas as pd
 
     frame = pd.DataFrame(columns).rename(columns={"user_id": id_name})
-    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def write_campaigns(path, campaigns):
@@ -110,6 +94,6 @@ def draw_report(path, split, campaigns, labels, scores):
     if labels.min() != labels.max():
         ax2.legend(loc="lower right")
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path

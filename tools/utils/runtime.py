@@ -9,8 +9,8 @@ import signal
 import sys
 import threading
 
-from tools.utils.config import ConfigError, add_cli_args, load_config
-from tools.utils.task_store import DataError
+from metaheac.errors import ConfigError, DataError
+from tools.utils.config import add_cli_args, load_config
 
 logger = logging.getLogger("metaheac")
 

@@ -22,14 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.utils.config import ConfigError
+from metaheac.columns import LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, USER_ID, \
+    length_col
+from metaheac.errors import ConfigError
 
 GROUPS = ("static", "sequence", "ad")
-
-TENCENT_STATIC = ["carrier", "consumptionAbility", "LBS", "age", "education", "gender", "house"]
-TENCENT_SEQUENCE = ["interest1", "interest2", "interest3", "kw1", "kw2", "topic1", "topic2"]
-TENCENT_WIDTHS = [10, 10, 10, 5, 5, 5, 5]
-TENCENT_AD = ["advertiserId", "campaignId", "creativeSize", "adCategoryId", "productId", "productType"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class FeatureSchema:
     ids [B, C] with C = Fs + W + Fa, W = sum of sequence widths.
     """
 
-    def __init__(self, fields, label_col="label", task_col="aid", user_id_col="uid", crosses=()):
+    def __init__(self, fields, label_col=LABEL, task_col=TASK, user_id_col=USER_ID, crosses=()):
         by_group = {g: [f for f in fields if f.group == g] for g in GROUPS}
         by_group["ad"] += _cross_fields(by_group["ad"], crosses)
         if not by_group["static"] and not by_group["sequence"]:
@@ -196,7 +193,7 @@ def _from_max_idxs(max_idxs):
             if not isinstance(m, int) or isinstance(m, bool) or m < 0:
                 raise ConfigError(f"hyper_parameters.max_idxs: {name} must be a non-negative int, got {m!r}")
             if group == "sequence":
-                fields.append(Field(name, group, m + 1, TENCENT_WIDTHS[i], name + "_length"))
+                fields.append(Field(name, group, m + 1, TENCENT_WIDTHS[i], length_col(name)))
             else:
                 fields.append(Field(name, group, m + 1))
     return fields
@@ -222,7 +219,7 @@ def _from_features(features):
             width = spec.get("width")
             if not isinstance(width, int) or isinstance(width, bool) or width < 1:
                 raise ConfigError(f"{where} ({name}): sequence fields need a positive int width, got {width!r}")
-            fields.append(Field(name, group, vocab, width, spec.get("length_col") or name + "_length"))
+            fields.append(Field(name, group, vocab, width, spec.get("length_col") or length_col(name)))
         else:
             if "width" in spec or "length_col" in spec:
                 raise ConfigError(f"{where} ({name}): width/length_col apply to sequence fields only")
@@ -231,13 +228,14 @@ def _from_features(features):
 
 
 def schema_from_config(config):
+    """The FeatureSchema of a config dict (hyper_parameters.max_idxs or .features)."""
     max_idxs = config.get("hyper_parameters.max_idxs")
     features = config.get("hyper_parameters.features")
     if (max_idxs is None) == (features is None):
         raise ConfigError("set exactly one of hyper_parameters.max_idxs (PaddleRec form) and "
                           "hyper_parameters.features (explicit schema)")
     fields = _from_max_idxs(max_idxs) if features is None else _from_features(features)
-    return FeatureSchema(fields, config.get("hyper_parameters.label_col", "label"),
-                         config.get("hyper_parameters.task_col", "aid"),
-                         config.get("hyper_parameters.user_id_col", "uid"),
+    return FeatureSchema(fields, config.get("hyper_parameters.label_col") or LABEL,
+                         config.get("hyper_parameters.task_col") or TASK,
+                         config.get("hyper_parameters.user_id_col") or USER_ID,
                          config.get("hyper_parameters.ad_crosses"))

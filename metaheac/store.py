@@ -18,20 +18,18 @@ import json
 import logging
 import os
 import pickle
-import shutil
 import time
 
 import numpy as np
+
+from metaheac.errors import DataError
+from metaheac.files import atomic_dir
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 _ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "user_ids", "has_uid", "task_aids",
            "task_offsets")
-
-
-class DataError(ValueError):
-    """The input data is unusable; the message names the file, column and fix."""
 
 
 class TaskStore:
@@ -63,6 +61,11 @@ class TaskStore:
         """True if user_ids come from the data's user id column, not row positions."""
         return bool(self.has_uid[0])
 
+    def user_id_name(self, user_id_col):
+        """Header of the user column in audience files: the data's user id
+        column, else "row" (user_ids are then row positions)."""
+        return user_id_col if self.uses_uid else "row"
+
     @property
     def num_tasks(self):
         return int(self.task_aids.shape[0])
@@ -74,9 +77,6 @@ class TaskStore:
     def task_range(self, aid):
         t = self._index[int(aid)]
         return int(self.task_offsets[t]), int(self.task_offsets[t + 1])
-
-    def has_task(self, aid):
-        return int(aid) in self._index
 
     def take(self, rows):
         """ids [n, C], lengths [n, Fq], labels [n] for row indices (or a slice)."""
@@ -266,21 +266,13 @@ def _load_cached(location, key):
 
 
 def _write_cache(location, key, arrays):
-    tmp = f"{location}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    def fill(tmp):
         for name in _ARRAYS:
             np.save(os.path.join(tmp, name + ".npy"), arrays[name], allow_pickle=False)
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump({"key": key, "rows": int(arrays["labels"].shape[0])}, f)
-        # Replace as a whole: readers see the old complete cache or the new one.
-        if os.path.exists(location):
-            shutil.rmtree(location, ignore_errors=True)
-        os.rename(tmp, location)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir(location, fill)
 
 
 def write_store(arrays, source, schema, cache_dir=None, stat_path=None):

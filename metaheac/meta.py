@@ -3,18 +3,18 @@
 It works on a parameter *dict* passed to ``net.forward_rows`` instead of the
 layer's own parameters, so nothing is mutated and the meta-learned
 initialisation stays intact (per-campaign fine-tuning at inference, in
-finetune.py, does the same).
+metaheac/adapt.py, does the same).
 
 Touched-row adaptation: a task only reads the embedding rows its ids point at.
 Gathering those rows into a small [U, E] tensor and remapping the ids into it
 gives exactly the same result as adapting the whole table (the gradient of
 every other row is zero, so SGD and Adam leave them unchanged), at a fraction
-of the cost. The reader computes the unique rows and the remap in numpy.
+of the cost. The reader computes the unique rows and the remap in numpy
+(metaheac/rows.py).
 """
-import numpy as np
 import paddle
 
-from net import bce_loss
+from metaheac.loss import bce_loss
 
 
 def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
@@ -32,12 +32,12 @@ def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
     return params
 
 
-def meta_train_loss(net, batch, local_lr, order=1, inner_steps=1, adapt_rows=True):
+def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_rows=True):
     """Mean query loss over the tasks of a meta-batch after adapting on each
     task's support set.
 
-    batch (tensors, see build_meta_batch): rows [U] table rows any task
-    touches; tasks: list of dicts with idx [Ut] (the task's rows, as positions
+    tasks, rows (tensors, see rows.build_meta_batch): rows [U] table rows any
+    task touches; tasks: dicts with idx [Ut] (the task's rows, as positions
     in `rows`), sup_rows / qry_rows [B, C] (ids as positions in idx),
     sup_lengths / qry_lengths [B, Fq], sup_labels / qry_labels [B].
     """
@@ -45,48 +45,18 @@ def meta_train_loss(net, batch, local_lr, order=1, inner_steps=1, adapt_rows=Tru
     if adapt_rows:
         # One gather per table for the whole meta-batch: each table's (dense)
         # gradient is then built once per step rather than once per task.
-        batch_slices = {n: paddle.gather(base[n], batch["rows"]) for n in net.row_tables}  # [U, E], ...
+        batch_slices = {n: paddle.gather(base[n], rows) for n in net.row_tables}  # [U, E], ...
     losses = []
-    for task in batch["tasks"]:
+    for task in tasks:
         params = dict(base)
         sup_rows, qry_rows = task["sup_rows"], task["qry_rows"]
         if adapt_rows:
             params.update({n: paddle.gather(t, task["idx"]) for n, t in batch_slices.items()})  # [Ut, E], ...
         else:  # whole table: map local ids back to table rows
-            table_rows = paddle.gather(batch["rows"], task["idx"])
+            table_rows = paddle.gather(rows, task["idx"])
             sup_rows = paddle.gather(table_rows, sup_rows.reshape([-1])).reshape(sup_rows.shape)
             qry_rows = paddle.gather(table_rows, qry_rows.reshape([-1])).reshape(qry_rows.shape)
         fast = inner_adapt(net, params, sup_rows, task["sup_lengths"], task["sup_labels"],
                            local_lr, inner_steps, second_order=(order == 2))
         losses.append(bce_loss(net.forward_rows(qry_rows, task["qry_lengths"], fast), task["qry_labels"]))
     return paddle.stack(losses).mean()
-
-
-def remap_rows(blocks, num_rows):
-    """Unique table rows of `blocks` and the blocks remapped into them.
-
-    Returns (uniq [U] sorted int64, [block as positions in uniq]). A dense
-    marker of `num_rows` entries makes this O(num_rows + ids), several times
-    faster than sorting (np.unique) for the id counts of a task.
-    """
-    mark = np.zeros(num_rows, dtype=bool)
-    for b in blocks:
-        mark[b.reshape(-1)] = True
-    uniq = np.flatnonzero(mark)
-    position = np.empty(num_rows, dtype=np.int64)
-    position[uniq] = np.arange(uniq.size)
-    return uniq, [position[b] for b in blocks]
-
-
-def build_meta_batch(tasks, num_rows):
-    """Remap the table rows of sampled tasks for touched-row adaptation.
-
-    tasks: dicts with sup_rows / qry_rows [B, C] (table rows), *_lengths,
-    *_labels (numpy). Returns the meta-batch meta_train_loss takes (numpy).
-    """
-    rows, _ = remap_rows([b for t in tasks for b in (t["sup_rows"], t["qry_rows"])], num_rows)
-    out = []
-    for t in tasks:
-        task_rows, (sup, qry) = remap_rows([t["sup_rows"], t["qry_rows"]], num_rows)
-        out.append({**t, "idx": np.searchsorted(rows, task_rows), "sup_rows": sup, "qry_rows": qry})
-    return {"rows": rows, "tasks": out}

@@ -1,4 +1,4 @@
-"""Per-campaign fine-tuning of the meta-learned model, and scoring.
+"""Per-campaign adaptation: fine-tuning the meta-learned model on a seed set.
 
 A campaign gets fresh copies of the parameters (the embedding table cut to the
 rows its seeds and candidates use: Adam leaves rows without gradient
@@ -8,25 +8,31 @@ config keys (runner.finetune_*); the defaults reproduce PaddleRec's fixed
 epochs over all parameters.
 
 Before fine-tuning, a campaign can be routed by its seeds (runner.route_prior,
-see `choose_route`).
+metaheac/routing.py).
 """
 from typing import NamedTuple
 
 import numpy as np
 import paddle
 
-from net import EPS, bce_loss, param_group
-from tools.utils.config import lr_scale
-from tools.utils.meta import remap_rows
+from metaheac.config import lr_scale
+from metaheac.loss import bce_loss
+from metaheac.routing import choose_route
+from metaheac.rows import remap_rows
 
-ROUTE_MAX_SEEDS = 2048  # routing reads at most this many seeds of a campaign (its cost is bounded)
-
-# runner.finetune_params -> which parameters adapt
-PARAM_GROUPS = {
-    "all": lambda name: True,
-    "no_embedding": lambda name: name != "embedding",
-    "heads": lambda name: param_group(name) in ("gate", "critic"),
+# runner.finetune_params -> the parameter groups (MetaHeacNet.param_group) that adapt
+ADAPTED_GROUPS = {
+    "all": ("embedding", "wide", "gate", "expert", "critic"),
+    "no_embedding": ("wide", "gate", "expert", "critic"),
+    "heads": ("gate", "critic"),
 }
+
+
+def campaign_rng(seed, aid):
+    """The random generator of one campaign's adaptation. Seeded from (seed,
+    aid) alone: a campaign's result does not depend on which other campaigns
+    are evaluated, in which order or on which rank."""
+    return np.random.default_rng([seed, int(aid)])
 
 
 def infer_batch_size(config):
@@ -42,15 +48,15 @@ class Finetuned(NamedTuple):
     route: dict       # how the seeds re-routed the campaign, or None
 
 
-def campaign_params(net, source, trainable=PARAM_GROUPS["all"]):
+def campaign_params(net, source, groups=ADAPTED_GROUPS["all"]):
     """Copies of the network's parameters for one campaign, with the row
     tables cut to rows `source` [U] (row u of the cut is table row
-    source[u]); those selected by `trainable` get gradients."""
+    source[u]); those of the parameter groups `groups` get gradients."""
     params = {}
     for name, p in net.named_parameters():
         value = paddle.gather(p, source) if name in net.row_tables else p
         t = value.detach().clone()
-        t.stop_gradient = not trainable(name)
+        t.stop_gradient = net.param_group(name) not in groups
         params[name] = t
     return params
 
@@ -82,13 +88,13 @@ def finetune(net, stage1, config, rng, other_rows=()):
     source = uniq.copy()
     if route:  # the campaign's gate-field row becomes a copy of the chosen id's
         source[np.searchsorted(uniq, route["own_row"])] = route["row"]
-    params = campaign_params(net, paddle.to_tensor(source), PARAM_GROUPS[config["runner.finetune_params"]])
+    params = campaign_params(net, paddle.to_tensor(source), ADAPTED_GROUPS[config["runner.finetune_params"]])
     # One Adam per learning-rate multiplier (optimizer.*_lr_scale): the copies
     # are plain tensors, which Paddle's per-parameter rates do not reach.
     groups = {}
     for name, t in params.items():
         if not t.stop_gradient:
-            groups.setdefault(lr_scale(config, param_group(name)), []).append(t)
+            groups.setdefault(lr_scale(config, net.param_group(name)), []).append(t)
     lr = config["hyper_parameters.optimizer.local_test_learning_rate"]
     optimizers = [paddle.optimizer.Adam(learning_rate=lr * scale, parameters=ts) for scale, ts in groups.items()]
     labels = stage1["labels"]
@@ -140,104 +146,6 @@ def finetune(net, stage1, config, rng, other_rows=()):
     if best is not None:
         params.update(best)
     return Finetuned(params, uniq, others, steps, route)
-
-
-def describe_route(route):
-    """'adCategoryId*productType 30*0 -> 9*0 (own ids 0.2%)' for logs and reports
-    ('' when not re-routed)."""
-    if not route:
-        return ""
-    return (f"{route['field']} {route['own_label']} -> {route['label']} "
-            f"(own ids {100 * route['own_probability']:.1f}%)")
-
-
-def gate_columns(net):
-    """Columns of the rows [n, C] holding the gate fields' ids."""
-    schema = net.schema
-    first_ad = len(schema.static) + schema.seq_width
-    return [(first_ad + pos, schema.ad[pos]) for pos in net.gate_positions]
-
-
-def choose_route(net, stage1, prior):
-    """How the seeds route a campaign: None to keep its own gate-field ids, else
-    {"field", "own_id", "id", "own_label", "label", "own_row", "row",
-    "own_probability"}: give the campaign the gate inputs (the rows of every
-    row table) of table row `row` (id `id` of gate field `field`) instead of
-    its own `own_row`.
-
-    The gates route a campaign by its ad ids to the experts of the past
-    campaigns those ids describe. When the ids describe it wrongly (a
-    mislabelled category), it is scored by the wrong experts, which a few
-    fine-tuning steps do not undo. So every other id of each gate field is
-    tried in its place: the campaign keeps its own ids with prior probability
-    1 - prior, the alternatives share `prior`, and the seeds' likelihood under
-    the meta-learned model decides (maximum a posteriori), read on at most
-    ROUTE_MAX_SEEDS evenly spaced seeds. prior 0: off.
-    """
-    if prior <= 0:
-        return None
-    was_training = net.training
-    net.eval()  # no dropout: the likelihoods are compared with each other
-    try:
-        return _map_route(net, stage1, prior)
-    finally:
-        if was_training:
-            net.train()
-
-
-def _map_route(net, stage1, prior):
-    rows, lengths = stage1["rows"], stage1["lengths"]
-    labels = stage1["labels"].astype(np.float64)
-    if labels.size == 0:
-        return None
-    if labels.size > ROUTE_MAX_SEEDS:  # evenly spaced seeds: the evidence is decisive long before
-        keep = np.linspace(0, labels.size - 1, ROUTE_MAX_SEEDS).round().astype(np.int64)
-        rows, lengths, labels = rows[keep], lengths[keep], labels[keep]
-    routes, alternatives = [None], [None]  # None: the campaign's own ids
-    for j, (col, field) in enumerate(gate_columns(net)):
-        values, counts = np.unique(rows[:, col], return_counts=True)
-        own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
-        for row in range(field.offset, field.offset + field.vocab_size):
-            if row != own:
-                routes.append((j, row))
-                alternatives.append((field, own, row))
-    if len(routes) == 1:
-        return None
-    with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows
-        prob = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes)
-    p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                          # [R, n]
-    log_likelihood = (labels * np.log(p) + (1.0 - labels) * np.log1p(-p)).sum(axis=1)
-    log_prior = np.full(len(routes), np.log(prior / (len(routes) - 1)))
-    log_prior[0] = np.log1p(-prior)
-    log_post = log_likelihood + log_prior
-    posterior = np.exp(log_post - log_post.max())
-    posterior /= posterior.sum()
-    best = int(posterior.argmax())
-    if best == 0:
-        return None
-    field, own, row = alternatives[best]
-    own_id, new_id = own - field.offset, row - field.offset
-    return {"field": field.name, "own_row": own, "row": row, "own_id": own_id, "id": new_id,
-            "own_label": net.schema.id_label(field, own_id), "label": net.schema.id_label(field, new_id),
-            "own_probability": float(posterior[0])}
-
-
-def score(net, params, rows, lengths, batch):
-    """Click probabilities [n] (numpy float32) of rows [n, C] under `params`."""
-    scores = []
-    with paddle.no_grad():
-        for start in range(0, rows.shape[0], batch):
-            prob = net.forward_rows(paddle.to_tensor(rows[start:start + batch]),
-                                    paddle.to_tensor(lengths[start:start + batch]), params)
-            scores.append(prob.numpy())
-    return np.concatenate(scores).astype(np.float32)
-
-
-def finetune_and_score(net, stage1, stage2, config, rng):
-    """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], Finetuned)."""
-    tuned = finetune(net, stage1, config, rng, [stage2["rows"]])
-    (rows2,) = tuned.others
-    return score(net, tuned.params, rows2, stage2["lengths"], infer_batch_size(config)), tuned
 
 
 def merged_state(net, params, uniq):

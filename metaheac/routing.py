@@ -1,0 +1,87 @@
+"""Routing a campaign by its seeds (runner.route_prior), before fine-tuning."""
+import numpy as np
+import paddle
+
+from metaheac.loss import EPS
+
+ROUTE_MAX_SEEDS = 2048  # routing reads at most this many seeds of a campaign (its cost is bounded)
+
+
+def describe_route(route):
+    """'adCategoryId*productType 30*0 -> 9*0 (own ids 0.2%)' for logs and reports
+    ('' when not re-routed)."""
+    if not route:
+        return ""
+    return (f"{route['field']} {route['own_label']} -> {route['label']} "
+            f"(own ids {100 * route['own_probability']:.1f}%)")
+
+
+def gate_columns(net):
+    """Columns of the rows [n, C] holding the gate fields' ids."""
+    schema = net.schema
+    first_ad = len(schema.static) + schema.seq_width
+    return [(first_ad + pos, schema.ad[pos]) for pos in net.gate_positions]
+
+
+def choose_route(net, stage1, prior):
+    """How the seeds route a campaign: None to keep its own gate-field ids, else
+    {"field", "own_id", "id", "own_label", "label", "own_row", "row",
+    "own_probability"}: give the campaign the gate inputs (the rows of every
+    row table) of table row `row` (id `id` of gate field `field`) instead of
+    its own `own_row`.
+
+    The gates route a campaign by its ad ids to the experts of the past
+    campaigns those ids describe. When the ids describe it wrongly (a
+    mislabelled category), it is scored by the wrong experts, which a few
+    fine-tuning steps do not undo. So every other id of each gate field is
+    tried in its place: the campaign keeps its own ids with prior probability
+    1 - prior, the alternatives share `prior`, and the seeds' likelihood under
+    the meta-learned model decides (maximum a posteriori), read on at most
+    ROUTE_MAX_SEEDS evenly spaced seeds. prior 0: off.
+    """
+    if prior <= 0:
+        return None
+    was_training = net.training
+    net.eval()  # no dropout: the likelihoods are compared with each other
+    try:
+        return _map_route(net, stage1, prior)
+    finally:
+        if was_training:
+            net.train()
+
+
+def _map_route(net, stage1, prior):
+    rows, lengths = stage1["rows"], stage1["lengths"]
+    labels = stage1["labels"].astype(np.float64)
+    if labels.size == 0:
+        return None
+    if labels.size > ROUTE_MAX_SEEDS:  # evenly spaced seeds: the evidence is decisive long before
+        keep = np.linspace(0, labels.size - 1, ROUTE_MAX_SEEDS).round().astype(np.int64)
+        rows, lengths, labels = rows[keep], lengths[keep], labels[keep]
+    routes, alternatives = [None], [None]  # None: the campaign's own ids
+    for j, (col, field) in enumerate(gate_columns(net)):
+        values, counts = np.unique(rows[:, col], return_counts=True)
+        own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
+        for row in range(field.offset, field.offset + field.vocab_size):
+            if row != own:
+                routes.append((j, row))
+                alternatives.append((field, own, row))
+    if len(routes) == 1:
+        return None
+    with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows
+        prob = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes)
+    p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                          # [R, n]
+    log_likelihood = (labels * np.log(p) + (1.0 - labels) * np.log1p(-p)).sum(axis=1)
+    log_prior = np.full(len(routes), np.log(prior / (len(routes) - 1)))
+    log_prior[0] = np.log1p(-prior)
+    log_post = log_likelihood + log_prior
+    posterior = np.exp(log_post - log_post.max())
+    posterior /= posterior.sum()
+    best = int(posterior.argmax())
+    if best == 0:
+        return None
+    field, own, row = alternatives[best]
+    own_id, new_id = own - field.offset, row - field.offset
+    return {"field": field.name, "own_row": own, "row": row, "own_id": own_id, "id": new_id,
+            "own_label": net.schema.id_label(field, own_id), "label": net.schema.id_label(field, new_id),
+            "own_probability": float(posterior[0])}
