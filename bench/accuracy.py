@@ -348,8 +348,9 @@ def main(argv=None):
     args = parse_args(argv)
 
     from tools.utils import runtime
-    from tools.utils.config import ConfigError, load_config
-    from tools.utils.schema import schema_from_config
+    from metaheac.errors import ConfigError
+from tools.utils.config import load_config
+    from metaheac.schema import schema_from_config
 
     try:  # a bad config or -o stops here, before any work, with the config's own message
         base = load_config(args.config, args.opt, cwd=os.getcwd())

@@ -15,8 +15,8 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 from tools.utils.config import load_config
-from tools.utils.schema import schema_from_config
-from tools.utils.task_store import open_store
+from metaheac.schema import schema_from_config
+from metaheac.store import open_store
 cfg = load_config({config!r}, ["runner.cache_dir={cache}"])
 t = time.perf_counter()
 store = open_store({source!r}, schema_from_config(cfg), {cache!r})

@@ -17,6 +17,7 @@ def job(config, args):
     rank = os.environ.get("PADDLE_TRAINER_ID", "0")
     np.savez(os.path.join(args.dump, f"rank{rank}.npz"),
              **{k: v.numpy() for k, v in result["model"].state_dict().items()})
+    np.save(os.path.join(args.dump, f"losses{rank}.npy"), np.array(result["step_losses"]))
 
 
 def add_args(parser):

@@ -5,7 +5,7 @@ import os
 import signal
 
 from reader_train import RecDataset as Base
-from tools.utils.task_store import DataError
+from metaheac.errors import DataError
 
 FAULT = os.environ.get("METAHEAC_TEST_FAULT")
 RANK = int(os.environ.get("PADDLE_TRAINER_ID", 0))

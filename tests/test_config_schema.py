@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from conftest import random_rows, write_config
-from tools.utils.config import ConfigError, load_config
-from tools.utils.schema import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, schema_from_config
+from metaheac.errors import ConfigError
+from tools.utils.config import load_config
+from metaheac.columns import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC
+from metaheac.schema import schema_from_config
 
 BIG_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 263312, 49780, 10002, 9984], [78, 137, 14, 39, 32, 3]]
 
@@ -157,12 +159,10 @@ def test_exactly_one_schema_form(tiny_config):
         schema_from_config(tiny_config(hyper={"features": None, "max_idxs": [[1, 2], [3], [4]]}))
 
 
-def test_readme_documents_every_key():
-    import os
-    from tools.utils.config import markdown_table
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "readme.md"), encoding="utf-8").read()
-    for line in markdown_table().splitlines():
-        assert line in readme, f"readme.md config table is stale; regenerate with python tools/update_readme_table.py: {line}"
+def test_config_doc_documents_every_key():
+    from tools import config_doc
+    with open(config_doc.PATH, encoding="utf-8") as f:
+        assert f.read() == config_doc.markdown(), "docs/configs.md is stale; run python tools/config_doc.py"
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "config_big.yaml"])

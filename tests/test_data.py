@@ -9,8 +9,9 @@ import pytest
 from conftest import make_frame
 from reader_test import RecDataset as InferReader
 from reader_train import RecDataset as TrainReader
-from tools.utils.schema import schema_from_config
-from tools.utils.task_store import DataError, open_store
+from metaheac.schema import schema_from_config
+from metaheac.errors import DataError
+from metaheac.store import open_store
 
 
 @pytest.fixture
@@ -114,24 +115,24 @@ def test_train_reader_shapes_and_epoch_length(setup, tmp_path):
     assert reader.num_batches() == math.ceil(45 / 8)
     batches = list(iter(reader))
     assert len(batches) == reader.num_batches()
-    for batch in batches:
-        assert len(batch["tasks"]) == config["hyper_parameters.task_count"]
-        assert batch["rows"].max() < schema.num_rows
-        for task in batch["tasks"]:
+    for tasks, rows in batches:
+        assert len(tasks) == config["hyper_parameters.task_count"]
+        assert rows.max() < schema.num_rows
+        for task in tasks:
             assert task["sup_rows"].shape == (8, schema.num_id_cols)
             assert task["qry_lengths"].shape == (8, len(schema.sequence))
-            assert task["sup_rows"].max() < len(task["idx"]) and task["idx"].max() < len(batch["rows"])
+            assert task["sup_rows"].max() < len(task["idx"]) and task["idx"].max() < len(rows)
 
 
 def test_meta_batch_remap_round_trips(setup):
     from conftest import random_task
-    from tools.utils.meta import build_meta_batch
+    from metaheac.rows import build_meta_batch
     config, schema, rng = setup
     raw = [random_task(schema, rng) for _ in range(3)]
-    batch = build_meta_batch(raw, schema.num_rows)
-    assert np.all(np.diff(batch["rows"]) > 0)  # sorted, unique
-    for r, t in zip(raw, batch["tasks"]):
-        table_rows = batch["rows"][t["idx"]]
+    tasks, rows = build_meta_batch(raw, schema.num_rows)
+    assert np.all(np.diff(rows) > 0)  # sorted, unique
+    for r, t in zip(raw, tasks):
+        table_rows = rows[t["idx"]]
         np.testing.assert_array_equal(table_rows[t["sup_rows"]], r["sup_rows"])
         np.testing.assert_array_equal(table_rows[t["qry_rows"]], r["qry_rows"])
         assert len(t["idx"]) == len(np.unique(np.concatenate([r["sup_rows"], r["qry_rows"]])))
@@ -143,7 +144,7 @@ def test_tiny_campaigns_are_sampled_with_replacement(setup, tmp_path):
     path = save(make_frame(schema, rng, [2, 1]), tmp_path / "train_stage1.pkl")
     batches = list(iter(TrainReader([path], config)))
     assert len(batches) == 1
-    assert all(t["sup_labels"].shape == (8,) for t in batches[0]["tasks"])
+    assert all(t["sup_labels"].shape == (8,) for t in batches[0][0])
 
 
 def test_train_reader_is_reproducible(setup, tmp_path):
@@ -151,9 +152,9 @@ def test_train_reader_is_reproducible(setup, tmp_path):
     path = save(make_frame(schema, rng, [20, 9, 14]), tmp_path / "train_stage1.pkl")
     a = list(iter(TrainReader([path], config)))
     b = list(iter(TrainReader([path], config)))
-    for ba, bb in zip(a, b):
-        np.testing.assert_array_equal(ba["rows"], bb["rows"])
-        for ta, tb in zip(ba["tasks"], bb["tasks"]):
+    for (tasks_a, rows_a), (tasks_b, rows_b) in zip(a, b):
+        np.testing.assert_array_equal(rows_a, rows_b)
+        for ta, tb in zip(tasks_a, tasks_b):
             for k in ta:
                 np.testing.assert_array_equal(ta[k], tb[k])
 
@@ -165,7 +166,7 @@ def test_task_sampling_modes(tiny_config, tmp_path, mode, expect_small_share):
     schema = schema_from_config(config)
     path = save(make_frame(schema, np.random.default_rng(1), [1000, 100]), tmp_path / "train_stage1.pkl")
     reader = TrainReader([path], config)
-    aids = [b["tasks"][0]["aid"] for b in reader]
+    aids = [tasks[0]["aid"] for tasks, _ in reader]
     share = np.mean(np.array(aids) == 2)
     assert abs(share - expect_small_share) < 0.05
 

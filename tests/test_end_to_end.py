@@ -38,7 +38,9 @@ def test_trainer_logs_progress_and_writes_checkpoints(trained):
         assert (ckpt / "rec.pdparams").is_file() and (ckpt / "rec.pdopt").is_file()
         assert "embed_dim: 8" in (ckpt / "config.yaml").read_text()
     assert not [p for p in os.listdir(work / "out") if ".tmp" in p]
-    assert "batch 48/48" in log and "meta-batches/s" in log and "samples/s" in log and "reader" in log
+    # the progress line: position, rate, ETA, loss, throughput, reader share
+    assert "epoch 2 batch 48/48 | " in log and "meta-batches/s" in log and "ETA" in log
+    assert "samples/s" in log and "reader" in log
     assert "training finished: 3 epochs, 144 meta-batches" in log
 
 
@@ -54,7 +56,7 @@ def test_infer_beats_chance_and_writes_metrics(trained):
     first = result["campaigns"][0]
     for key in ("aid", "seed_rows", "candidates", "auc", "precision@5%", "recall@5%", "finetune_steps"):
         assert key in first
-    assert "[2/2] aid" in log and "epoch 2 summary: AUC" in log and "remaining" in log
+    assert "[2/2 | " in log and "ETA" in log and "epoch 2 summary: AUC" in log
 
 
 def test_infer_writes_audience_campaigns_and_report(trained):
@@ -151,7 +153,7 @@ def test_export_matches_dygraph(trained, campaign):
 
     from tools.campaign import finetune_campaign, read_campaign_file
     from tools.utils.config import load_config
-    from tools.utils.finetune import merged_state
+    from metaheac.adapt import merged_state
 
     work, _ = trained
     overrides = ["runner.infer_load_path=out", "runner.infer_start_epoch=2", "runner.infer_end_epoch=3", *MODEL]

@@ -5,8 +5,8 @@ import pytest
 
 from conftest import make_frame, random_rows, random_task
 from dygraph_model import DygraphModel
-from tools.utils import finetune
-from tools.utils.schema import schema_from_config
+from metaheac import adapt, routing, scoring
+from metaheac.schema import schema_from_config
 
 
 def setup(tiny_config, seed=0, hyper=None, overrides=(), **runner):
@@ -20,7 +20,7 @@ def setup(tiny_config, seed=0, hyper=None, overrides=(), **runner):
 
 
 def run(config, net, stage1, seed=1):
-    return finetune.finetune(net, stage1, config, np.random.default_rng(seed))
+    return adapt.finetune(net, stage1, config, np.random.default_rng(seed))
 
 
 def changed(net, params, uniq):
@@ -126,7 +126,7 @@ def test_wide_and_lookup_gates_fine_tune_and_merge(tiny_config):
     config, net, stage1 = setup(tiny_config, hyper=hyper)
     params, uniq, *_ = run(config, net, stage1)
     assert all(changed(net, params, uniq).values())
-    state = finetune.merged_state(net, params, uniq)
+    state = adapt.merged_state(net, params, uniq)
     for name in ("wide", "gate_table"):
         np.testing.assert_array_equal(state[name].numpy()[uniq], params[name].numpy())
     config, net, stage1 = setup(tiny_config, hyper=hyper, finetune_params="heads")
@@ -184,19 +184,19 @@ def test_seeds_route_a_campaign_whose_gate_id_misdescribes_it(tiny_config):
     assert tuned.route["field"] == "adCategoryId"
     assert (tuned.route["own_id"], tuned.route["id"]) == (1, 2)
     assert tuned.route["own_probability"] < 1e-6
-    assert finetune.describe_route(tuned.route).startswith("adCategoryId 1 -> 2")
+    assert routing.describe_route(tuned.route).startswith("adCategoryId 1 -> 2")
     # the campaign's own gate row now holds id 2's logits (no fine-tuning steps here)
     own = int(np.searchsorted(tuned.uniq, cat.offset + 1))
     np.testing.assert_array_equal(tuned.params["gate_table"].numpy()[own], net.gate_table.numpy()[cat.offset + 2])
     # so it scores its seeds as id 2 does
     as_two = stage1["rows"].copy()
     as_two[as_two == cat.offset + 1] = cat.offset + 2
-    batch = finetune.infer_batch_size(config)
+    batch = adapt.infer_batch_size(config)
     remapped = np.searchsorted(tuned.uniq, stage1["rows"])
-    np.testing.assert_allclose(finetune.score(net, tuned.params, remapped, stage1["lengths"], batch),
-                               finetune.score(net, None, as_two, stage1["lengths"], batch), atol=1e-6)
+    np.testing.assert_allclose(scoring.score(net, tuned.params, remapped, stage1["lengths"], batch),
+                               scoring.score(net, None, as_two, stage1["lengths"], batch), atol=1e-6)
     # the merged state (export) carries the routing under the campaign's own id
-    state = finetune.merged_state(net, tuned.params, tuned.uniq)
+    state = adapt.merged_state(net, tuned.params, tuned.uniq)
     np.testing.assert_array_equal(state["gate_table"].numpy()[cat.offset + 1], net.gate_table.numpy()[cat.offset + 2])
 
 
@@ -227,7 +227,7 @@ def test_forward_routes_scores_each_routing_like_the_rerouted_rows(tiny_config, 
     schema = net.schema
     ids, lengths = random_rows(schema, np.random.default_rng(0), n=10)
     rows = schema.table_rows(ids)
-    columns = finetune.gate_columns(net)
+    columns = routing.gate_columns(net)
     routes = [None] + [(j, field.offset + field.vocab_size - 1) for j, (_, field) in enumerate(columns)]
     out = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes).numpy()
     assert out.shape == (len(routes), 10)
@@ -247,7 +247,7 @@ def test_routing_reads_a_bounded_number_of_seeds(tiny_config, monkeypatch):
     seen = []
     real = net.forward_routes
     monkeypatch.setattr(net, "forward_routes", lambda rows, *a, **k: seen.append(rows.shape[0]) or real(rows, *a, **k))
-    monkeypatch.setattr(finetune, "ROUTE_MAX_SEEDS", 50)
-    route = finetune.choose_route(net, stage1, 0.1)
+    monkeypatch.setattr(routing, "ROUTE_MAX_SEEDS", 50)
+    route = routing.choose_route(net, stage1, 0.1)
     assert (route["own_id"], route["id"]) == (1, 2)
     assert sum(seen) == 50

@@ -5,8 +5,9 @@ import pytest
 
 from conftest import random_rows, random_task
 from dygraph_model import DygraphModel
-from tools.utils import meta
-from tools.utils.schema import schema_from_config
+from metaheac import meta
+from metaheac.rows import build_meta_batch
+from metaheac.schema import schema_from_config
 
 
 @pytest.fixture
@@ -27,17 +28,17 @@ def build(config, seed=0):
 
 
 def meta_batch(config, n=2, seed=1, dtype="float32"):
-    """A meta-batch of n random tasks as the trainer feeds it (tensors)."""
+    """A meta-batch (tasks, rows) of n random tasks as the trainer feeds it (tensors)."""
     schema = schema_from_config(config)
     rng = np.random.default_rng(seed)
-    batch = meta.build_meta_batch([random_task(schema, rng) for _ in range(n)], schema.num_rows)
+    raw_tasks, rows = build_meta_batch([random_task(schema, rng) for _ in range(n)], schema.num_rows)
     tasks = []
-    for task in batch["tasks"]:
+    for task in raw_tasks:
         t = {k: paddle.to_tensor(v) for k, v in task.items()}
         for k in ("sup_labels", "qry_labels"):
             t[k] = t[k].astype(dtype)
         tasks.append(t)
-    return {"rows": paddle.to_tensor(batch["rows"]), "tasks": tasks}
+    return tasks, paddle.to_tensor(rows)
 
 
 def task_tensors(config, seed):
@@ -48,7 +49,7 @@ def task_tensors(config, seed):
 
 def meta_grads(net, batch, **kw):
     net.clear_gradients()
-    loss = meta.meta_train_loss(net, batch, **kw)
+    loss = meta.meta_train_loss(net, *batch, **kw)
     loss.backward()
     grads = {n: p.grad.numpy().copy() for n, p in net.named_parameters()}
     net.clear_gradients()
@@ -115,13 +116,13 @@ def test_second_order_matches_finite_differences(tiny_config, float64, arch):
         for _ in range(3):
             idx = tuple(rng.integers(0, s) for s in base.shape)
             if name in net.row_tables:  # a row the tasks actually use
-                idx = (int(tasks["rows"].numpy()[rng.integers(0, 5)]), idx[1])
+                idx = (int(tasks[1].numpy()[rng.integers(0, 5)]), idx[1])
             vals = []
             for sign in (1, -1):
                 bumped = base.copy()
                 bumped[idx] += sign * h
                 p.set_value(bumped)
-                vals.append(float(meta.meta_train_loss(net, tasks, order=2, **kw)))
+                vals.append(float(meta.meta_train_loss(net, *tasks, order=2, **kw)))
             p.set_value(base)
             fd = (vals[0] - vals[1]) / (2 * h)
             scale = max(abs(fd), 1e-6)
@@ -142,7 +143,7 @@ def test_first_order_matches_hand_computation(tiny_config):
 
     # By hand, on the whole table: theta' = theta - lr * grad L_sup(theta);
     # the first-order meta-gradient is grad L_qry evaluated at theta'.
-    from net import bce_loss
+    from metaheac.loss import bce_loss
     t = {k: paddle.to_tensor(v) for k, v in raw.items()}
     params = dict(net.named_parameters())
     sup = bce_loss(net.forward_rows(t["sup_rows"], t["sup_lengths"], params), t["sup_labels"])
@@ -185,7 +186,7 @@ def test_every_parameter_gets_a_gradient(tiny_config, order, arch):
 
 
 def test_inner_step_lowers_support_loss(tiny_config):
-    from net import bce_loss
+    from metaheac.loss import bce_loss
     config = tiny_config()
     net = build(config, seed=12)
     task = task_tensors(config, 13)
@@ -201,7 +202,7 @@ def test_meta_step_leaves_layer_parameters_untouched(tiny_config):
     config = tiny_config()
     net = build(config, seed=14)
     before = {n: p.numpy().copy() for n, p in net.named_parameters()}
-    meta.meta_train_loss(net, meta_batch(config, 2, seed=15), local_lr=0.5, order=2, inner_steps=2)
+    meta.meta_train_loss(net, *meta_batch(config, 2, seed=15), local_lr=0.5, order=2, inner_steps=2)
     for n, p in net.named_parameters():
         np.testing.assert_array_equal(before[n], p.numpy())
 
@@ -237,7 +238,7 @@ def test_gates_see_only_the_configured_ad_fields(tiny_config):
 @pytest.mark.parametrize("fields, needle", [(["campaignId"], "not ad fields"), (["age"], "not ad fields"),
                                             ([], "non-empty list"), (["productType", "productType"], "repeats")])
 def test_bad_gate_fields_are_named(tiny_config, fields, needle):
-    from tools.utils.config import ConfigError
+    from metaheac.errors import ConfigError
     with pytest.raises(ConfigError, match="hyper_parameters.gate_fields") as err:
         build(tiny_config(hyper={"gate_fields": fields}))
     assert needle in str(err.value)
@@ -255,7 +256,7 @@ def test_learning_rate_scales_multiply_the_outer_step(tiny_config, arch):
         net = build(config, seed=20)
         optimizer = DygraphModel().create_optimizer(net, config)
         before = {n: p.numpy().copy() for n, p in net.named_parameters()}
-        meta.meta_train_loss(net, meta_batch(config, 2, seed=21), local_lr=0.5).backward()
+        meta.meta_train_loss(net, *meta_batch(config, 2, seed=21), local_lr=0.5).backward()
         optimizer.step()
         return {n: np.abs(p.numpy() - before[n]).max() for n, p in net.named_parameters()}
 

@@ -10,8 +10,9 @@ import pytest
 
 from tools import preprocess_tencent as pp
 from tools.utils.config import load_config
-from tools.utils.schema import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, schema_from_config
-from tools.utils.task_store import cache_location, open_store
+from metaheac.columns import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS
+from metaheac.schema import schema_from_config
+from metaheac.store import cache_location, open_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AD_COLUMNS = ["aid", "advertiserId", "campaignId", "creativeId", "creativeSize", "adCategoryId", "productId",
@@ -257,8 +258,8 @@ def test_progress_is_logged(tmp_path, caplog):
     caplog.set_level("INFO", logger="metaheac.preprocess")
     pp.preprocess(str(tmp_path / "raw"), str(tmp_path / "out"), hot_threshold=HOT_THRESHOLD, seed=split_seed(),
                   progress_every=50)
-    progress = [r.getMessage() for r in caplog.records if "lines/s" in r.getMessage()]
-    assert len(progress) >= 4 and "labelled users found" in progress[0] and "MB" in progress[0]
+    progress = [r.getMessage() for r in caplog.records if "labelled users found" in r.getMessage()]
+    assert len(progress) >= 4 and "MB/s" in progress[0] and "ETA" in progress[0]
 
 
 # --------------------------------------------------------------- options --

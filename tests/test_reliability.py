@@ -14,8 +14,9 @@ import pytest
 from conftest import ROOT, make_frame
 from tools.gen_data import generate
 from tools.utils import checkpoint, prefetch as prefetch_mod
-from tools.utils.schema import schema_from_config
-from tools.utils.task_store import DataError, open_store
+from metaheac.schema import schema_from_config
+from metaheac.errors import DataError
+from metaheac.store import open_store
 
 SAMPLE_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 2000, 1000, 500, 500], [78, 137, 14, 39, 32, 3]]
 
@@ -59,7 +60,7 @@ def tiny_train(tiny_config, tmp_path):
 
 
 def nan_on_second_call(monkeypatch):
-    from tools.utils import meta
+    from metaheac import meta
     real, calls = meta.meta_train_loss, []
 
     def patched(*args, **kw):

@@ -5,7 +5,7 @@ import os
 from metaheac import adapt
 from metaheac.errors import DataError
 from metaheac.schema import schema_from_config
-from metaheac.store import convert_frame, read_dataframe
+from metaheac.store import TaskStore, convert_frame, read_dataframe
 from tools.utils import runtime
 from tools.utils.checkpoint import infer_root, load_checkpoint
 
@@ -29,15 +29,14 @@ def read_campaign_file(path, config):
     """One campaign's rows from a processed-layout pickle: dict of numpy arrays
     (rows as fused-table rows) plus user ids, validated like any split."""
     schema = schema_from_config(config)
-    arrays = convert_frame(read_dataframe(path), schema, path)
-    if len(arrays["task_aids"]) > 1:
-        raise DataError(f"{path}: holds {len(arrays['task_aids'])} campaigns ({schema.task_col} "
-                        f"{arrays['task_aids'][:5].tolist()}...); give the rows of one campaign")
+    store = TaskStore(convert_frame(read_dataframe(path), schema, path), path)
+    if store.num_tasks > 1:
+        raise DataError(f"{path}: holds {store.num_tasks} campaigns ({schema.task_col} "
+                        f"{store.task_aids[:5].tolist()}...); give the rows of one campaign")
     # one campaign: the stable sort by campaign kept the file's row order
-    return {"rows": schema.table_rows(arrays["ids"]),
-            "lengths": arrays["lengths"], "labels": arrays["labels"],
-            "user_ids": arrays["user_ids"], "uses_uid": bool(arrays["has_uid"][0]),
-            "aid": int(arrays["task_aids"][0])}
+    return {"rows": schema.table_rows(store.ids), "lengths": store.lengths, "labels": store.labels,
+            "user_ids": store.user_ids, "user_id_name": store.user_id_name(schema.user_id_col),
+            "aid": int(store.task_aids[0])}
 
 
 def finetune_campaign(model, seeds, config, other_rows=()):

@@ -395,7 +395,7 @@ def stream_users(path, wanted, layout, problems, progress_every):
 
 def _log_stream(path, progress, lines, position, found, wanted):
     logger.info("%s: %s lines, %s/%s labelled users found, MB %s", os.path.basename(path), f"{lines:,}",
-                f"{found:,}", f"{wanted:,}", progress.status(position / 2**20))
+                f"{found:,}", f"{wanted:,}", progress.status(position / 2**20, "MB"))
 
 
 # ---------------------------------------------------------------- encoding --

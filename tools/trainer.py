@@ -129,7 +129,7 @@ def _step(run, batch, metric_list, stop, epoch, batch_id):
 
 def _epoch(run, epoch, stop):
     """One epoch of meta-steps, logged every runner.print_interval; returns
-    (meta-batches, finite-loss meta-batches, samples, loss sum)."""
+    (the loss of every meta-step, samples)."""
     from tools.utils.prefetch import prefetch
 
     config = run.config
@@ -138,17 +138,16 @@ def _epoch(run, epoch, stop):
     metric_list, _ = run.dy_model.create_metrics()
     progress = Progress(run.dataset.num_batches(), config["runner.print_interval"])
     window = Window()
-    done = finite = samples = 0
-    loss_sum = 0.0
+    losses, samples = [], 0
     wait_start = time.perf_counter()
     for batch_id, batch in enumerate(prefetch(run.dataset, config["runner.prefetch"])):
         reader_s = time.perf_counter() - wait_start
         step_start = time.perf_counter()
         loss_value, stopping = _step(run, batch, metric_list, stop, epoch, batch_id)
         n = run.dy_model.num_samples(batch) * run.size
-        done, samples = done + 1, samples + n
-        if math.isfinite(loss_value):
-            finite, loss_sum = finite + 1, loss_sum + loss_value
+        losses.append(loss_value)
+        samples += n
+        done = len(losses)
         window.add(reader_s, time.perf_counter() - step_start, loss_value, n)
         if progress.due(done):
             log.info("epoch %d batch %s | %s", epoch, progress.status(done, "meta-batches"), window.text())
@@ -159,38 +158,39 @@ def _epoch(run, epoch, stop):
                         "-o runner.model_init_path=%s", epoch, done, path, path)
             raise SystemExit(128 + (stop.signum or signal.SIGTERM))
         wait_start = time.perf_counter()
-    if done == 0:
+    if not losses:
         raise RuntimeError("the training reader produced no meta-batch; check runner.train_data_dir")
-    return done, finite, samples, loss_sum
+    return losses, samples
 
 
 def train(config):
-    """Meta-train as configured; returns a summary dict (epochs, meta_batches,
-    samples, seconds, loss = the last epoch's mean loss, epoch_losses,
-    model_save_path, model)."""
+    """Meta-train as configured; returns a summary dict: epochs, meta_batches,
+    samples, seconds, loss (the last epoch's mean), epoch_losses, step_losses
+    (every meta-step's loss), model_save_path, model."""
     run = _start(config)
-    epochs = config["runner.epochs"]
-    run_start, total_batches, total_samples, losses = time.perf_counter(), 0, 0, []
+    run_start, total_samples, epoch_losses, step_losses = time.perf_counter(), 0, [], []
     with runtime.StopOnSignal() as stop:
-        for epoch in range(run.first_epoch, epochs):
+        for epoch in range(run.first_epoch, config["runner.epochs"]):
             epoch_start = time.perf_counter()
-            done, finite, samples, loss_sum = _epoch(run, epoch, stop)
-            losses.append(loss_sum / max(finite, 1))
-            path = run.save(epoch, epoch, True, done)
+            losses, samples = _epoch(run, epoch, stop)
+            finite = [x for x in losses if math.isfinite(x)]
+            epoch_losses.append(sum(finite) / max(len(finite), 1))
+            path = run.save(epoch, epoch, True, len(losses))
             took = time.perf_counter() - epoch_start
+            skipped = len(losses) - len(finite)
             log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %s (%.0f samples/s), saved %s",
-                     epoch, done, f" ({done - finite} skipped)" if finite < done else "", losses[-1],
+                     epoch, len(losses), f" ({skipped} skipped)" if skipped else "", epoch_losses[-1],
                      duration(took), samples / took, path)
-            total_batches += done
+            step_losses += losses
             total_samples += samples
     took = time.perf_counter() - run_start
-    last = losses[-1] if losses else float("nan")
+    last = epoch_losses[-1] if epoch_losses else float("nan")
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f; "
-             "checkpoints in %s", len(losses), total_batches, total_samples, duration(took), last,
+             "checkpoints in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last,
              config["runner.model_save_path"])
-    return {"epochs": len(losses), "meta_batches": total_batches, "samples": total_samples, "seconds": took,
-            "loss": last, "epoch_losses": losses, "model_save_path": config["runner.model_save_path"],
-            "model": run.model}
+    return {"epochs": len(epoch_losses), "meta_batches": len(step_losses), "samples": total_samples,
+            "seconds": took, "loss": last, "epoch_losses": epoch_losses, "step_losses": step_losses,
+            "model_save_path": config["runner.model_save_path"], "model": run.model}
 
 
 def main(argv=None):

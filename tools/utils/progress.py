@@ -39,7 +39,8 @@ class Progress:
         """'12/40 | 3.2 <unit>/s, elapsed 4s, ETA 9s'."""
         elapsed = time.perf_counter() - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
-        position = f"{done:,}/{self.total:,}" if self.total else f"{done:,}"
+        number = (lambda x: f"{x:,}") if isinstance(self.total or done, int) else (lambda x: f"{x:,.1f}")
+        position = f"{number(done)}/{number(self.total)}" if self.total else number(done)
         text = f"{position} | {rate:,.2f}{' ' + unit if unit else ''}/s, elapsed {duration(elapsed)}"
         if self.total and rate > 0:
             text += f", ETA {duration((self.total - done) / rate)}"
