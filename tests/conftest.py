@@ -32,6 +32,15 @@ def write_config(path, runner=None, hyper=None):
 
 
 @pytest.fixture
+def float64():
+    import paddle
+
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+@pytest.fixture
 def tiny_config(tmp_path):
     """Factory: tiny_config(hyper={...}, runner={...}, overrides=[...]) -> config dict."""
     def make(runner=None, hyper=None, overrides=()):

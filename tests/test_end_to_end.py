@@ -10,6 +10,8 @@ import pytest
 
 from tools.gen_data import generate
 
+pytestmark = pytest.mark.slow  # command lines and processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = ["hyper_parameters.embed_dim=8", "hyper_parameters.mlp_dims=[16,16]", "hyper_parameters.batch_size=64"]
 

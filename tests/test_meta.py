@@ -10,13 +10,6 @@ from metaheac.rows import build_meta_batch
 from metaheac.schema import schema_from_config
 
 
-@pytest.fixture
-def float64():
-    paddle.set_default_dtype("float64")
-    yield
-    paddle.set_default_dtype("float32")
-
-
 # The PaddleRec network, and the one with wide weights and lookup gates (two
 # more tables indexed by the embedding's rows, and no gate MLPs).
 ARCHS = {"mlp_gates": {}, "wide_lookup": {"wide": True, "gate": "lookup"}}

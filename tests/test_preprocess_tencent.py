@@ -370,6 +370,7 @@ def test_failed_write_leaves_the_previous_output_complete(tmp_path, monkeypatch)
 
 # ----------------------------------------------------- train and infer --
 
+@pytest.mark.slow
 def test_trains_and_infers_on_the_output_through_the_cli(processed, tmp_path):
     base, _, summary, _, _ = processed
     max_idxs = json.dumps(load_config(str(base / "out" / pp.FRAGMENT))["hyper_parameters.max_idxs"])

@@ -126,6 +126,7 @@ def test_empty_file_is_named(tiny_config, tmp_path):
         open_store(str(path), schema_from_config(tiny_config()))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_finishes(tmp_path):
     data = tmp_path / "data"
     generate(str(data), seed=6, n_train=6, n_hot=1, n_cold=1, scale=0.5)
