@@ -347,10 +347,10 @@ def bucket_table(buckets):
 def main(argv=None):
     args = parse_args(argv)
 
-    from tools.utils import runtime
     from metaheac.errors import ConfigError
-from tools.utils.config import load_config
     from metaheac.schema import schema_from_config
+    from tools.utils import runtime
+    from tools.utils.config import load_config
 
     try:  # a bad config or -o stops here, before any work, with the config's own message
         base = load_config(args.config, args.opt, cwd=os.getcwd())
