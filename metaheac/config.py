@@ -7,6 +7,7 @@ tools/utils/config.py) and under PaddleRec's own trainer, whose plain dict
 gets the defaults here (`with_defaults`). No paddle import: the trainer reads
 the config before paddle is imported, to set thread variables.
 """
+import difflib
 from typing import Any, Callable, NamedTuple, Optional
 
 from metaheac.columns import LABEL, TASK, USER_ID
@@ -166,8 +167,10 @@ SPEC.update(EXPERIMENTAL)
 def check_value(key, value, where="config"):
     """`value` coerced to the key's type, or a ConfigError naming the key."""
     if key not in SPEC:
-        close = [k for k in SPEC if k.split(".")[-1] == key.split(".")[-1]]
-        hint = f" Did you mean {close[0]!r}?" if close else " See readme.md, 'Configs'."
+        leaf = key.split(".")[-1]
+        close = ([k for k in SPEC if k.split(".")[-1] == leaf]
+                 or [k for k in SPEC if difflib.get_close_matches(leaf, [k.split(".")[-1]], cutoff=0.8)])
+        hint = f" Did you mean {close[0]!r}?" if close else " Every key is listed in docs/configs.md."
         raise ConfigError(f"{where}: unknown config key {key!r}.{hint}")
     spec = SPEC[key]
     if value is None:

@@ -70,10 +70,6 @@ class TaskStore:
     def num_tasks(self):
         return int(self.task_aids.shape[0])
 
-    @property
-    def task_sizes(self):
-        return np.diff(self.task_offsets)
-
     def task_range(self, aid):
         t = self._index[int(aid)]
         return int(self.task_offsets[t]), int(self.task_offsets[t + 1])

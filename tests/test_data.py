@@ -31,7 +31,7 @@ def test_store_groups_rows_by_campaign(setup, tmp_path):
     df = make_frame(schema, rng, [5, 9, 3]).sample(frac=1.0, random_state=1)  # campaigns interleaved
     store = open_store(save(df, tmp_path / "a.pkl"), schema)
     assert store.num_tasks == 3 and len(store) == 17
-    np.testing.assert_array_equal(store.task_sizes, [5, 9, 3])
+    np.testing.assert_array_equal(np.diff(store.task_offsets), [5, 9, 3])
     for aid in (1, 2, 3):
         start, end = store.task_range(aid)
         src = store.source_rows[start:end]

@@ -105,6 +105,34 @@ def test_failed_checkpoint_write_leaves_nothing(tiny_train, monkeypatch):
     assert os.listdir(tmp / "ck") == []
 
 
+def test_a_replacement_killed_between_its_renames_loses_nothing(tmp_path, monkeypatch):
+    """atomic_dir moves the old copy aside before the new one goes in; a kill
+    between the two renames leaves the old copy, which the next start puts back."""
+    from metaheac import files
+
+    final = str(tmp_path / "3")
+    files.atomic_dir(final, lambda d: open(os.path.join(d, "v"), "w").write("old"))
+    real_rename, calls = os.rename, []
+
+    def killed_after_first(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # between "old aside" and "new in place"
+        real_rename(src, dst)
+    monkeypatch.setattr(files.os, "rename", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_dir(final, lambda d: open(os.path.join(d, "v"), "w").write("new"))
+    monkeypatch.setattr(files.os, "rename", real_rename)
+    assert open(os.path.join(final, "v")).read() == "old"  # restored on the way out
+    # a process killed outright (no cleanup) leaves <final>.old-<pid> and <final>.tmp-<pid>
+    dead = 2**22 + 12345  # above any pid this machine hands out
+    os.rename(final, f"{final}.old-{dead}")
+    os.makedirs(f"{final}.tmp-{dead}")
+    done = files.clean_leftovers(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["3"] and open(os.path.join(final, "v")).read() == "old"
+    assert len(done) == 2 and any("restored" in d for d in done)
+
+
 def test_failed_cache_write_leaves_nothing(tiny_config, tmp_path, monkeypatch):
     config = tiny_config()
     schema = schema_from_config(config)
