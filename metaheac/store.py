@@ -32,6 +32,28 @@ _ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "user_ids", "has_u
            "task_offsets")
 
 
+def split_files(file_list, split, stages, where):
+    """The paths of a split's stages among `file_list`: `<split>_stage<k>.pkl`,
+    or one `<prefix>_stage<k>.pkl` set as PaddleRec's download script names
+    them (`test_hot_stage1.pkl`). Other .pkl files (backups, copies) are not
+    read; a warning names them."""
+    by_name = {os.path.basename(f): f for f in file_list}
+    suffixes = [f"_stage{k}.pkl" for k in stages]
+    prefixes = sorted(n[:-len(suffixes[0])] for n in by_name
+                      if n.endswith(suffixes[0]) and all(n[:-len(suffixes[0])] + s in by_name for s in suffixes))
+    if split in prefixes or len(prefixes) == 1:
+        chosen = [(split if split in prefixes else prefixes[0]) + s for s in suffixes]
+    else:
+        found = sorted(n for n in by_name if n.endswith(".pkl"))
+        raise DataError(f"{where}: expected {' and '.join(split + s for s in suffixes)}, or one <prefix>"
+                        f"{' / <prefix>'.join(suffixes)} set; found "
+                        f"{found or 'no .pkl file'}. Rename the files or fix the data directory")
+    ignored = sorted(n for n in by_name if n.endswith(".pkl") and n not in chosen)
+    if ignored:
+        logger.warning("%s: reading %s only; not reading %s", where, ", ".join(chosen), ", ".join(ignored))
+    return [by_name[n] for n in chosen]
+
+
 class TaskStore:
     """Arrays of one split, rows grouped by campaign.
 
