@@ -28,7 +28,8 @@ class RecDataset(IterableDataset):
         where = os.path.dirname(file_list[0]) if file_list else config.get("runner.test_data_dir")
         self.schema = schema_from_config(config)
         cache_dir = config.get("runner.cache_dir")
-        self.stage1, self.stage2 = (open_store(f, self.schema, cache_dir) for f in split_files(file_list, "test", (1, 2), where))
+        self.stage1, self.stage2 = (open_store(f, self.schema, cache_dir)
+                                    for f in split_files(file_list, "test", (1, 2), where))
         aids1, aids2 = set(self.stage1.task_aids.tolist()), set(self.stage2.task_aids.tolist())
         self.aids = sorted(aids1 & aids2)
         self.unmatched = {"stage1_only": sorted(aids1 - aids2), "stage2_only": sorted(aids2 - aids1)}

@@ -39,8 +39,8 @@ def split_files(file_list, split, stages, where):
     read; a warning names them."""
     by_name = {os.path.basename(f): f for f in file_list}
     suffixes = [f"_stage{k}.pkl" for k in stages]
-    prefixes = sorted(n[:-len(suffixes[0])] for n in by_name
-                      if n.endswith(suffixes[0]) and all(n[:-len(suffixes[0])] + s in by_name for s in suffixes))
+    firsts = [n[:-len(suffixes[0])] for n in by_name if n.endswith(suffixes[0])]
+    prefixes = sorted(p for p in firsts if all(p + s in by_name for s in suffixes))
     if split in prefixes or len(prefixes) == 1:
         chosen = [(split if split in prefixes else prefixes[0]) + s for s in suffixes]
     else:

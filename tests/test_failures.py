@@ -38,7 +38,7 @@ def tiny(tiny_config, tmp_path):
     def make(**runner):
         config = tiny_config(runner={"model_save_path": str(tmp_path / "out"), "epochs": 1,
                                      "train_data_dir": str(tmp_path / "train"),
-                                     "test_data_dir": str(tmp_path / "test"), **runner})
+                                     "test_data_dir": str(tmp_path / "test"), "report_png": False, **runner})
         config["config_abs_dir"] = ROOT
         return config
     return make, tmp_path
@@ -300,6 +300,8 @@ def test_a_resume_continues_its_run_in_the_same_directory(tiny):
     train(make(epochs=2, model_init_path=str(tmp / "out" / "0")))
     assert checkpoint.checkpoint_runs(str(tmp / "out")) == {"0": run_id, "1": run_id}
     infer(make(infer_start_epoch=0, infer_end_epoch=2))  # one run: accepted
+    with pytest.raises(ConfigError, match=f"holds checkpoints 1 \\(run {run_id}\\) that this run"):
+        train(make(epochs=2, model_init_path=str(tmp / "out" / "0")))  # would redo epoch 1 and drop its reports
 
 
 # -- infer output written whole ---------------------------------------------------------------------------------
@@ -343,7 +345,7 @@ def test_a_killed_infer_is_cleaned_and_its_lock_taken_over(tiny, caplog):
 def test_infer_refuses_an_output_dir_holding_other_files(tiny):
     make, tmp = tiny
     train(make())
-    with pytest.raises(ConfigError, match=r"holds \['config.yaml', 'out', 'test', 'train'\], which infer did not write"):
+    with pytest.raises(ConfigError, match=r"holds \['config.yaml', 'out', 'test', 'train'\], which infer did not "):
         infer(make(output_dir=str(tmp)))
 
 
