@@ -5,6 +5,9 @@
 Loads dygraph_model.py and the reader named by runner.train_reader_path from
 the config's directory, runs runner.epochs epochs of ceil(rows / batch_size)
 meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams.
+Before the first meta-batch it locks model_save_path (one run per
+directory), cleans the leftovers of killed writes, refuses another run's
+checkpoints (runner.overwrite) and checks there is room for a checkpoint.
 """
 import contextlib
 import math
