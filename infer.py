@@ -16,9 +16,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from metaheac.config import require  # noqa: E402
+from metaheac.errors import ConfigError  # noqa: E402
 from tools.utils import runtime  # noqa: E402
 
 log = runtime.logger
+
+
+OUTPUTS = ("metrics.json", "campaigns.csv", "audience", "report.png")  # what infer writes into runner.output_dir
 
 
 def split_name(config):
@@ -69,9 +73,8 @@ def _campaign_line(row):
             f"{row['seconds']:.2f}s{note}")
 
 
-def _evaluate_mine(dy_model, model, dataset, config, out_dir, rank, size):
-    """This rank's campaigns (i % size == rank): [(dataset position, row, labels, scores)]."""
-    from tools.utils import report
+def _evaluate_mine(dy_model, model, dataset, config, rank, size):
+    """This rank's campaigns (i % size == rank): [(dataset position, row, labels, scores, audience)]."""
     from tools.utils.progress import Progress
 
     mine = (len(dataset) - rank + size - 1) // size
@@ -81,21 +84,23 @@ def _evaluate_mine(dy_model, model, dataset, config, out_dir, rank, size):
         if i % size != rank:
             continue
         row, scores, audience = evaluate_campaign(dy_model, model, campaign, config)
-        report.write_csv(os.path.join(out_dir, "audience", f"{row['aid']}.csv"), audience, dataset.user_id_name)
-        local.append((i, row, campaign["stage2"]["labels"], scores))
+        local.append((i, row, campaign["stage2"]["labels"], scores, audience))
         log.info("[%s] %s", progress.status(len(local), "campaigns"), _campaign_line(row))
     return local
 
 
 def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
-    """Summary metrics and report files of one epoch (rank 0): the payload of metrics.json."""
+    """Summary metrics and report files of one epoch (rank 0), written into
+    `out_dir` (a temporary directory, swapped in whole by the caller): the
+    payload of metrics.json."""
     import numpy as np
 
     from tools.utils import metrics, report
+    from tools.utils.checkpoint import read_state
 
-    campaigns = [row for _, row, _, _ in gathered]
-    labels = np.concatenate([labels for _, _, labels, _ in gathered])
-    scores = np.concatenate([scores for _, _, _, scores in gathered])
+    campaigns = [row for _, row, _, _, _ in gathered]
+    labels = np.concatenate([labels for _, _, labels, _, _ in gathered])
+    scores = np.concatenate([scores for _, _, _, scores, _ in gathered])
     if np.isnan(labels).any():
         labels = None
         log.warning("the candidates in %s have no labels: AUC cannot be computed; the audience files are "
@@ -105,27 +110,57 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
         log.warning("AUC undefined for %d campaign(s) whose candidates are all one class: %s",
                     len(undefined), undefined[:20])
     summary = {**metrics.summarize(campaigns, labels, scores), "seconds": round(seconds, 2)}
-    payload = {"epoch": epoch, "checkpoint": ckpt, "test_data_dir": config["runner.test_data_dir"],
-               "summary": summary, "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns}
-    files = [report.write_json(config["runner.metrics_path"] or os.path.join(out_dir, "metrics.json"), payload),
-             report.write_campaigns(os.path.join(out_dir, "campaigns.csv"), campaigns),
-             os.path.join(out_dir, "audience", "<aid>.csv")]
+    payload = {"epoch": epoch, "checkpoint": ckpt, "run_id": (read_state(ckpt) or {}).get("run_id"),
+               "test_data_dir": config["runner.test_data_dir"], "summary": summary,
+               "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns}
+    for _, row, _, _, audience in gathered:
+        report.write_csv(os.path.join(out_dir, "audience", f"{row['aid']}.csv"), audience, dataset.user_id_name)
+    report.write_json(os.path.join(out_dir, "metrics.json"), payload)
+    report.write_campaigns(os.path.join(out_dir, "campaigns.csv"), campaigns)
     if config["runner.report_png"] and labels is not None:
-        files.append(report.draw_report(os.path.join(out_dir, "report.png"), split_name(config),
-                                        campaigns, labels, scores))
+        report.draw_report(os.path.join(out_dir, "report.png"), split_name(config), campaigns, labels, scores)
     fmt = metrics.fmt
     log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s over %d campaigns (%d with AUC), "
              "%d candidates, %.1fs", epoch, fmt(summary["auc"]), fmt(summary["gauc"]), fmt(summary["precision@5%"]),
              fmt(summary["recall@5%"]), summary["campaigns"], summary["campaigns_with_auc"], summary["candidates"],
              summary["seconds"])
-    log.info("wrote %s", ", ".join(files))
     return payload
 
 
+def _claim_output(out_dir):
+    """Lock `out_dir` (beside it: the directory itself is replaced whole) and
+    undo the leftovers of a killed infer. Refuses a directory that holds
+    anything infer does not write, since replacing it would delete that."""
+    from metaheac.files import DirLock, clean_leftovers
+
+    out_dir = os.path.abspath(out_dir)
+    try:
+        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"runner.output_dir: cannot create {os.path.dirname(out_dir)} ({exc.strerror}); choose "
+                          f"a writable directory") from None
+    lock = DirLock(out_dir + ".lock", "runner.output_dir").acquire()
+    try:
+        for note in clean_leftovers(os.path.dirname(out_dir), os.path.basename(out_dir)):
+            log.warning("%s", note)
+        foreign = sorted(set(os.listdir(out_dir)) - set(OUTPUTS)) if os.path.isdir(out_dir) else []
+        if foreign:
+            raise ConfigError(f"runner.output_dir: {out_dir} holds {foreign[:5]}, which infer did not write and "
+                              f"would replace; choose a new or empty runner.output_dir")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 def evaluate(config):
-    """Evaluate every configured epoch; returns the metrics.json payloads (rank 0; [] elsewhere)."""
-    from tools.utils import distributed
-    from tools.utils.checkpoint import infer_root, load_checkpoint
+    """Evaluate every configured epoch; returns the metrics.json payloads (rank 0; [] elsewhere).
+
+    Each epoch's output directory is written under a temporary name and
+    swapped in at the end: a killed infer leaves the previous output whole."""
+    from metaheac.files import atomic_dir
+    from tools.utils import distributed, report
+    from tools.utils.checkpoint import check_one_run, infer_root, load_checkpoint
 
     rank, size, _ = distributed.start(config)
     dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
@@ -134,19 +169,37 @@ def evaluate(config):
     dataset = reader.RecDataset(runtime.list_files(test_dir, "runner.test_data_dir"), config)
     model = dy_model.create_model(config)
     model.eval()
+    check_one_run(infer_root(config))
 
     results = []
     for epoch in range(config["runner.infer_start_epoch"], config["runner.infer_end_epoch"]):
         ckpt = load_checkpoint(os.path.join(infer_root(config), str(epoch)), model, key="runner.infer_load_path")
         out_dir = output_dir(config, epoch)
-        log.info("epoch %d: evaluating %s on %d campaigns of %s%s", epoch, ckpt, len(dataset), test_dir,
-                 f" over {size} ranks" if size > 1 else "")
-        start = time.time()
-        local = _evaluate_mine(dy_model, model, dataset, config, out_dir, rank, size)
-        # every rank's campaigns, back in dataset order (rank 0 reports)
-        gathered = sorted((item for part in distributed.gather(local) for item in part), key=lambda t: t[0])
+        error = lock = None
         if rank == 0:
-            results.append(_report(config, epoch, ckpt, dataset, gathered, out_dir, time.time() - start))
+            try:
+                lock = _claim_output(out_dir)
+            except ConfigError as exc:
+                error = exc
+        distributed.check_all(error)
+        try:
+            log.info("epoch %d: evaluating %s on %d campaigns of %s%s", epoch, ckpt, len(dataset), test_dir,
+                     f" over {size} ranks" if size > 1 else "")
+            start = time.time()
+            local = _evaluate_mine(dy_model, model, dataset, config, rank, size)
+            # every rank's campaigns, back in dataset order (rank 0 reports)
+            gathered = sorted((item for part in distributed.gather(local) for item in part), key=lambda t: t[0])
+            if rank == 0:
+                payload = {}
+                atomic_dir(out_dir, lambda tmp: payload.update(
+                    _report(config, epoch, ckpt, dataset, gathered, tmp, time.time() - start)))
+                if config["runner.metrics_path"]:
+                    report.write_json(config["runner.metrics_path"], payload)
+                log.info("wrote %s: %s", out_dir, ", ".join(sorted(os.listdir(out_dir))))
+                results.append(payload)
+        finally:
+            if lock is not None:
+                lock.release()
     return results
 
 

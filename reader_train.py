@@ -1,5 +1,7 @@
 """Meta-training reader: meta-batches of `task_count` campaigns, each with a
-support and a query batch of `batch_size` rows, sampled from the task store.
+support and a query batch of `batch_size` rows, sampled from the task store
+of `train_stage1.pkl` (or one `<prefix>_stage1.pkl`; other .pkl files are not
+read).
 
 Sampling is O(batch) per task whatever the dataset size: campaigns are
 contiguous row ranges of the store. Support and query are drawn independently
@@ -11,15 +13,15 @@ Campaigns are drawn with probability set by hyper_parameters.task_sampling:
 """
 import logging
 import math
+import os
 
 import numpy as np
 from paddle.io import IterableDataset
 
 from metaheac.config import with_defaults
-from metaheac.errors import DataError
 from metaheac.rows import build_meta_batch
 from metaheac.schema import schema_from_config
-from metaheac.store import DATA_SUFFIXES, open_store
+from metaheac.store import open_store, split_files
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +30,8 @@ class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
         config = with_defaults(config)
-        files = sorted(f for f in file_list if f.endswith(DATA_SUFFIXES))
-        if not files:
-            raise DataError(f"no .pkl or .parquet training file in {sorted(file_list)}; "
-                            f"runner.train_data_dir should hold train_stage1.pkl (or .parquet)")
+        where = os.path.dirname(file_list[0]) if file_list else config.get("runner.train_data_dir")
+        files = split_files(file_list, "train", (1,), where)
         self.schema = schema_from_config(config)
         self.batch_size = config["hyper_parameters.batch_size"]
         self.task_count = config["hyper_parameters.task_count"]

@@ -61,6 +61,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -175,6 +176,7 @@ def run_network(name, config, data_dir, run_dir):
     from tools.trainer import train
 
     t0 = time.perf_counter()
+    shutil.rmtree(config["runner.model_save_path"], ignore_errors=True)  # a rerun's scratch: the trainer refuses it
     progress(f"{name}: training, {config['runner.epochs']} epoch(s) (local_lr {config['hyper_parameters.local_lr']})")
     trained = train(config)
     progress(f"{name}: trained in {time.perf_counter() - t0:.1f}s, last-epoch loss {trained['loss']:.4f}")

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ def main():
     for scale in args.scales:
         data = dataset(scale)
         out = os.path.join(BENCH_DIR, f"e2e_model_s{scale}")
+        shutil.rmtree(out, ignore_errors=True)  # a rerun's scratch: the trainer refuses it
         log, _, rss = run(["tools/trainer.py", "-m", "config_big.yaml", "-o", f"runner.train_data_dir={data}/train",
                            f"runner.model_save_path={out}", f"runner.epochs={args.epochs}",
                            "runner.print_interval=10"])

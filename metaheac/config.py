@@ -23,6 +23,7 @@ POSITIVE = _check("> 0", lambda v: v > 0)
 NON_NEGATIVE = _check(">= 0", lambda v: v >= 0)
 BELOW_ONE = _check("in [0, 1)", lambda v: 0 <= v < 1)
 FRACTION = _check("in (0, 1]", lambda v: 0 < v <= 1)
+NON_EMPTY = _check("a non-empty path", lambda v: bool(v.strip()))
 
 
 def one_of(*choices):
@@ -48,8 +49,11 @@ SPEC = {
         "use_gpu": Key(bool, False, help="train/infer on GPU 0 (falls back to CPU with a warning if paddle has no CUDA)"),
         "epochs": Key(int, 1, POSITIVE, "meta-training epochs"),
         "print_interval": Key(int, 10, POSITIVE, "log every N meta-batches (training) / campaigns (infer)"),
-        "model_save_path": Key(str, "output_model", help="checkpoints go to <model_save_path>/<epoch>/rec.pdparams",
-                               path=True),
+        "model_save_path": Key(str, "output_model", NON_EMPTY,
+                               "checkpoints go to <model_save_path>/<epoch>/rec.pdparams", path=True),
+        "overwrite": Key(bool, False, help="train into a model_save_path that holds another run's checkpoints, or "
+                                           "epochs this run writes again: they move, with their infer reports, to "
+                                           "<model_save_path>/replaced-<run id>/ (false: refuse to start)"),
         "model_init_path": Key(str, help="checkpoint dir (or rec.pdparams file) to start training from", path=True),
         "test_data_dir": Key(str, help="directory with test_stage1.pkl and test_stage2.pkl", path=True),
         "infer_reader_path": Key(str, "reader_test", help="infer reader module"),
@@ -70,7 +74,8 @@ SPEC = {
                            "misdescribe it (0: off)"),
         "output_dir": Key(str, help="infer outputs: metrics.json, campaigns.csv, audience/, report.png "
                                     "(default: <infer_load_path>/<epoch>/infer_<split>)", path=True),
-        "metrics_path": Key(str, help="infer metrics JSON (default: <output_dir>/metrics.json)", path=True),
+        "metrics_path": Key(str, help="a copy of the infer metrics JSON (output_dir always holds metrics.json)",
+                            path=True),
         "audience_fraction": Key(float, 0.05, FRACTION,
                                  "audience size per campaign as a fraction of its candidates"),
         "audience_count": Key(int, None, POSITIVE,

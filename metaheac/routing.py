@@ -1,8 +1,12 @@
 """Routing a campaign by its seeds (runner.route_prior), before fine-tuning."""
+import logging
+
 import numpy as np
 import paddle
 
 from metaheac.loss import EPS
+
+logger = logging.getLogger(__name__)
 
 ROUTE_MAX_SEEDS = 2048  # routing reads at most this many seeds of a campaign (its cost is bounded)
 
@@ -54,6 +58,13 @@ def _map_route(net, stage1, prior):
     rows, lengths = stage1["rows"], stage1["lengths"]
     labels = stage1["labels"].astype(np.float64)
     if labels.size == 0:
+        return None
+    if labels.min() == labels.max():
+        # Seeds of one class favour whichever route scores them most extreme,
+        # not the one that tells their users apart.
+        logger.warning("campaign %s: its %d seeds are all %s, so it keeps its own ids (routing needs positive "
+                       "and negative seeds)", stage1.get("aid", "?"), labels.size,
+                       "positive" if labels[0] else "negative")
         return None
     if labels.size > ROUTE_MAX_SEEDS:  # evenly spaced seeds: the evidence is decisive long before
         keep = np.linspace(0, labels.size - 1, ROUTE_MAX_SEEDS).round().astype(np.int64)

@@ -28,8 +28,32 @@ from metaheac.files import atomic_dir
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
+DATA_SUFFIXES = (".pkl", ".parquet")  # the formats of a split: pickled DataFrame, Parquet
 _ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "user_ids", "has_uid", "task_aids",
            "task_offsets")
+
+
+def split_files(file_list, split, stages, where):
+    """The paths of a split's stages among `file_list`: `<split>_stage<k>` with
+    one suffix of DATA_SUFFIXES (.pkl or .parquet), or one `<prefix>_stage<k>`
+    set as PaddleRec's download script names them (`test_hot_stage1.pkl`).
+    Other data files (backups, copies) are not read; a warning names them."""
+    by_name = {os.path.basename(f): f for f in file_list}
+    found = sorted(n for n in by_name if n.endswith(DATA_SUFFIXES))
+    for suffix in DATA_SUFFIXES:
+        ends = [f"_stage{k}{suffix}" for k in stages]
+        firsts = [n[:-len(ends[0])] for n in by_name if n.endswith(ends[0])]
+        prefixes = sorted(p for p in firsts if all(p + e in by_name for e in ends))
+        if split in prefixes or len(prefixes) == 1:
+            chosen = [(split if split in prefixes else prefixes[0]) + e for e in ends]
+            ignored = [n for n in found if n not in chosen]
+            if ignored:
+                logger.warning("%s: reading %s only; not reading %s", where, ", ".join(chosen), ", ".join(ignored))
+            return [by_name[n] for n in chosen]
+    names = " and ".join(f"{split}_stage{k}.pkl" for k in stages)
+    raise DataError(f"{where}: expected {names} (or .parquet), or one <prefix>_stage{stages[0]}.pkl set such as "
+                    f"PaddleRec's test_hot_stage1.pkl; found {found or 'no data file'}. Rename the files or fix the "
+                    f"data directory")
 
 
 class TaskStore:
@@ -111,8 +135,6 @@ def read_dataframe(path, columns=None):
                         f"with one row per (campaign, user) example")
     return df
 
-
-DATA_SUFFIXES = (".pkl", ".parquet")
 
 
 def is_parquet(path):

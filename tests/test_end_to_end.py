@@ -96,7 +96,8 @@ def test_resume_from_model_init_path(trained):
     after = paddle.load(str(work / "resumed" / "3" / "rec.pdparams"))
     assert not np.allclose(before["expert_w0"].numpy(), after["expert_w0"].numpy())
     state = json.loads((work / "resumed" / "3" / "state.json").read_text())
-    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 48}
+    run_id = json.loads((work / "out" / "2" / "state.json").read_text())["run_id"]
+    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 48, "run_id": run_id}  # the same run, resumed
 
 
 def test_bad_override_fails_cleanly(trained):

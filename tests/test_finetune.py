@@ -251,3 +251,13 @@ def test_routing_reads_a_bounded_number_of_seeds(tiny_config, monkeypatch):
     route = routing.choose_route(net, stage1, 0.1)
     assert (route["own_id"], route["id"]) == (1, 2)
     assert sum(seen) == 50
+
+
+def test_a_one_class_seed_set_is_not_routed(tiny_config, caplog):
+    """Positives alone favour whichever route scores them highest, not the one
+    that separates the campaign's users: a warning, and the campaign keeps its ids."""
+    config, net, stage1, _ = routed_setup(tiny_config, truth=1, route_prior=0.1)
+    assert run(config, net, stage1).route is not None  # with both classes, these seeds re-route it
+    stage1 = {**stage1, "labels": np.ones_like(stage1["labels"]), "aid": 42}
+    assert run(config, net, stage1).route is None
+    assert "campaign 42: its 300 seeds are all positive" in caplog.text

@@ -9,7 +9,7 @@ from metaheac.errors import DataError
 from metaheac.schema import schema_from_config
 from metaheac.store import TaskStore, convert_frame, read_dataframe
 from tools.utils import runtime
-from tools.utils.checkpoint import infer_root, load_checkpoint
+from tools.utils.checkpoint import check_one_run, infer_root, load_checkpoint
 
 log = runtime.logger
 
@@ -23,6 +23,7 @@ def load_model(config, epoch=None):
     model = dy_model.create_model(config)
     model.eval()
     epoch = config["runner.infer_end_epoch"] - 1 if epoch is None else epoch
+    check_one_run(infer_root(config))
     path = load_checkpoint(os.path.join(infer_root(config), str(epoch)), model, key="runner.infer_load_path")
     return dy_model, model, path
 

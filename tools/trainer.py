@@ -5,9 +5,14 @@
 Loads dygraph_model.py and the reader named by runner.train_reader_path from
 the config's directory, runs runner.epochs epochs of ceil(rows / batch_size)
 meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams.
+Before the first meta-batch it locks model_save_path (one run per
+directory), cleans the leftovers of killed writes, refuses another run's
+checkpoints (runner.overwrite) and checks there is room for a checkpoint.
 """
+import contextlib
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -16,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from metaheac.config import require  # noqa: E402
 from metaheac.errors import ConfigError, DataError  # noqa: E402
-from metaheac.files import clean_leftovers  # noqa: E402
+from metaheac.files import DirLock, clean_leftovers  # noqa: E402
 from tools.utils import runtime  # noqa: E402
 from tools.utils.progress import Progress, duration  # noqa: E402
 
@@ -46,31 +51,50 @@ class Window:
 
 
 class Run:
-    """What one training run works with: model class, reader, network, optimizer."""
+    """What one training run works with: model class, reader, network,
+    optimizer, and (rank 0) the lock on model_save_path."""
 
     def __init__(self, config, rank, size):
-        from tools.utils.checkpoint import load_checkpoint, read_state
+        from tools.utils.checkpoint import check_one_run, load_checkpoint, new_run_id, read_state
 
         self.config, self.rank, self.size = config, rank, size
-        self.dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
-        reader = runtime.load_module(config, config["runner.train_reader_path"], "runner.train_reader_path")
-        files = runtime.list_files(require(config, "runner.train_data_dir"), "runner.train_data_dir")
-        self.dataset = reader.RecDataset(files, config)
-        self.dataset.set_rank(rank, size)
-        self.model = self.dy_model.create_model(config)
-        self.optimizer = self.dy_model.create_optimizer(self.model, config)
-        self.first_epoch = 0
-        root = config["runner.model_save_path"]
-        for note in clean_leftovers(root) if rank == 0 and os.path.isdir(root) else ():
-            log.warning("%s", note)
-        if config["runner.model_init_path"]:
-            loaded = load_checkpoint(config["runner.model_init_path"], self.model, self.optimizer,
-                                     "runner.model_init_path")
-            state = read_state(loaded)
-            if state:  # resume: a finished epoch continues with the next, an interrupted one is redone
-                self.first_epoch = state["epoch"] + (1 if state["complete"] else 0)
-            log.info("initialised from %s; training epochs %d..%d", loaded, self.first_epoch,
-                     config["runner.epochs"] - 1)
+        self.lock = _claim(config["runner.model_save_path"]) if rank == 0 else None
+        try:
+            self.dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
+            reader = runtime.load_module(config, config["runner.train_reader_path"], "runner.train_reader_path")
+            files = runtime.list_files(require(config, "runner.train_data_dir"), "runner.train_data_dir")
+            self.dataset = reader.RecDataset(files, config)
+            self.dataset.set_rank(rank, size)
+            self.model = self.dy_model.create_model(config)
+            self.optimizer = self.dy_model.create_optimizer(self.model, config)
+            self.first_epoch, state = 0, None
+            if config["runner.model_init_path"]:
+                loaded = load_checkpoint(config["runner.model_init_path"], self.model, self.optimizer,
+                                         "runner.model_init_path")
+                init_root = os.path.dirname(os.path.dirname(os.path.abspath(loaded)))
+                if init_root != os.path.abspath(config["runner.model_save_path"]):
+                    check_one_run(init_root)
+                state = read_state(loaded)
+                if state:  # resume: a finished epoch continues with the next, an interrupted one is redone
+                    self.first_epoch = state["epoch"] + (1 if state["complete"] else 0)
+                if self.first_epoch >= config["runner.epochs"]:
+                    raise ConfigError(f"runner.model_init_path: {loaded} ends at epoch {state['epoch']}"
+                                      f"{'' if state['complete'] else ' (interrupted)'} and runner.epochs is "
+                                      f"{config['runner.epochs']}: nothing left to train; raise runner.epochs")
+                log.info("initialised from %s; training epochs %d..%d", loaded, self.first_epoch,
+                         config["runner.epochs"] - 1)
+            # a resumed run keeps its id: its epochs, before and after the interruption, are one run
+            self.run_id = (state or {}).get("run_id") or new_run_id()
+            if rank == 0:
+                _make_room(config, self.run_id, self.first_epoch)
+                _check_space(config["runner.model_save_path"], self.model)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.lock is not None:
+            self.lock.release()
 
     def save(self, name, epoch, complete, done):
         from tools.utils.checkpoint import save_checkpoint
@@ -78,8 +102,62 @@ class Run:
         root = self.config["runner.model_save_path"]
         if self.rank > 0:  # rank 0 alone writes
             return os.path.join(root, str(name))
-        return save_checkpoint(root, name, self.model, self.optimizer, self.config,
-                               {"epoch": epoch, "complete": complete, "meta_batches_done": done})
+        try:
+            return save_checkpoint(root, name, self.model, self.optimizer, self.config,
+                                   {"epoch": epoch, "complete": complete, "meta_batches_done": done,
+                                    "run_id": self.run_id})
+        except OSError as exc:
+            raise ConfigError(f"{os.path.join(root, str(name))}: checkpoint not written ({exc.strerror}); the "
+                              f"earlier checkpoints are intact. Free space in runner.model_save_path or choose "
+                              f"another, then resume from the last one with -o runner.model_init_path") from None
+
+
+def _claim(root):
+    """Create model_save_path, lock it, clean the leftovers of killed writes."""
+    from tools.utils.checkpoint import LOCK
+
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"runner.model_save_path: cannot create {root} ({exc.strerror}); choose a writable "
+                          f"directory") from None
+    lock = DirLock(os.path.join(root, LOCK), "runner.model_save_path").acquire()
+    for note in clean_leftovers(root):
+        log.warning("%s", note)
+    return lock
+
+
+def _make_room(config, run_id, first_epoch):
+    """Refuse to train over another run's checkpoints, or over epochs this run
+    writes again (their infer reports would go with them), unless
+    runner.overwrite: then they move to <root>/replaced-<id>/, nothing deleted."""
+    from tools.utils.checkpoint import INTERRUPTED, checkpoint_runs, describe_runs, new_run_id
+
+    root = config["runner.model_save_path"]
+    clash = {name: run for name, run in checkpoint_runs(root).items()
+             if run != run_id or (name != INTERRUPTED and int(name) >= first_epoch)}
+    if not clash:
+        return
+    if not config["runner.overwrite"]:
+        raise ConfigError(f"runner.model_save_path: {root} holds checkpoints {describe_runs(clash)} that this run "
+                          f"({run_id}) would mix with or replace; choose a fresh runner.model_save_path, or set "
+                          f"runner.overwrite=true to move them to {root}/replaced-<id>/")
+    aside = os.path.join(root, f"replaced-{new_run_id()}")
+    os.makedirs(aside)
+    for name in clash:
+        os.rename(os.path.join(root, name), os.path.join(aside, name))
+    log.warning("runner.overwrite: moved checkpoints %s, with any infer reports in them, to %s; delete it when "
+                "no longer needed", describe_runs(clash), aside)
+
+
+def _check_space(root, model):
+    """Room for one checkpoint: the parameters and Adam's two moments."""
+    need = 3 * sum(math.prod(p.shape) * p.element_size() for p in model.parameters())
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise ConfigError(f"runner.model_save_path: {root} has {free / 2**20:.1f} MiB free, a checkpoint needs "
+                          f"about {need / 2**20:.1f} MiB (parameters and Adam moments); free space or choose "
+                          f"another directory")
 
 
 def _start(config):
@@ -92,7 +170,12 @@ def _start(config):
         run = Run(config, rank, size)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
         error = exc
-    distributed.check_all(error)
+    try:
+        distributed.check_all(error)
+    except BaseException:
+        if run is not None:
+            run.close()
+        raise
     distributed.broadcast_parameters(run.model)
     n_params = sum(int(math.prod(p.shape)) for p in run.model.parameters())
     log.info("model: %s parameters, %s, device %s, MKL threads %s", f"{n_params:,}", run.model.schema,
@@ -169,7 +252,7 @@ def train(config):
     (every meta-step's loss), model_save_path, model."""
     run = _start(config)
     run_start, total_samples, epoch_losses, step_losses = time.perf_counter(), 0, [], []
-    with runtime.StopOnSignal() as stop:
+    with runtime.StopOnSignal() as stop, contextlib.closing(run):
         for epoch in range(run.first_epoch, config["runner.epochs"]):
             epoch_start = time.perf_counter()
             losses, samples = _epoch(run, epoch, stop)

@@ -2,21 +2,36 @@
 
 Each checkpoint directory is written under a temporary name and renamed into
 place (metaheac/files.py), so a directory named like an epoch is always
-complete and the previous copy is kept until the new one is in place. state.json says
-which epoch it holds and whether that epoch finished (an interrupted run
-saves <root>/interrupted with complete=false), so training can resume.
+complete and the previous copy is kept until the new one is in place.
+state.json says which epoch it holds, whether that epoch finished (an
+interrupted run saves <root>/interrupted with complete=false) and which run
+wrote it (run_id), so training can resume and nobody mixes epochs of two runs.
 """
 import json
+import math
 import os
+import time
+import uuid
 
 import paddle
 
+from metaheac.errors import DataError
 from metaheac.files import atomic_dir
+from tools.utils import runtime
 from tools.utils.config import resolved_yaml
 
 PARAMS = "rec.pdparams"
 OPT = "rec.pdopt"
 STATE = "state.json"
+INTERRUPTED = "interrupted"
+LOCK = ".lock"
+
+log = runtime.logger
+
+
+def new_run_id():
+    """Start time and a random suffix: sorts by time, unique across machines."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
 def save_checkpoint(root, name, model, optimizer, config, state=None):
@@ -37,9 +52,39 @@ def read_state(params_path):
     path = os.path.join(os.path.dirname(params_path), STATE)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        state = json.load(f)
-    return state if "epoch" in state else None
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except ValueError:
+        raise DataError(f"{path}: not valid JSON; delete it to load the checkpoint without resume "
+                        f"information, or train again") from None
+    return state if isinstance(state, dict) and "epoch" in state else None
+
+
+def checkpoint_runs(root):
+    """{checkpoint directory name: run id (None if unrecorded)} of `root`'s
+    epoch directories and interrupted/."""
+    if not os.path.isdir(root):
+        return {}
+    names = [n for n in os.listdir(root) if (n.isdigit() or n == INTERRUPTED) and os.path.isdir(os.path.join(root, n))]
+    return {n: (read_state(os.path.join(root, n, PARAMS)) or {}).get("run_id")
+            for n in sorted(names, key=lambda n: int(n) if n.isdigit() else math.inf)}
+
+
+def describe_runs(runs):
+    """'0, 1 (run A); 2 (run B)' for messages."""
+    by_run = {}
+    for name, run in runs.items():
+        by_run.setdefault(run, []).append(name)
+    return "; ".join(f"{', '.join(names)} ({f'run {run}' if run else 'no run id'})" for run, names in by_run.items())
+
+
+def check_one_run(root):
+    """Refuse a checkpoint root whose epochs come from different runs."""
+    runs = {name: run for name, run in checkpoint_runs(root).items() if name.isdigit()}
+    if len(set(runs.values())) > 1:
+        raise DataError(f"{root}: its epochs come from different runs: {describe_runs(runs)}; move the epochs "
+                        f"of one run to another directory (or retrain into a fresh runner.model_save_path)")
 
 
 def infer_root(config):
@@ -52,29 +97,66 @@ def params_file(path):
     return os.path.join(path, PARAMS) if os.path.isdir(path) else path
 
 
+def _load(file):
+    try:
+        state = paddle.load(file)
+    # Unpickling bad bytes can raise nearly anything: EOFError for an empty
+    # file, ValueError("can not parse the file") for a truncated or random one.
+    except Exception as exc:
+        raise DataError(f"{file}: not a readable Paddle checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is truncated or "
+                        f"corrupt: use another epoch's checkpoint or train again") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{file}: holds a {type(state).__name__}, not a state dict; use a checkpoint "
+                        f"written by tools/trainer.py")
+    return state
+
+
+def _load_optimizer(optimizer, opt_state, saved, own, opt_file):
+    """Adam's state is keyed by the parameters' generated names
+    (`meta_heac_net_0.w_0_moment1_0`), which depend on how many networks the
+    writing process had built: rename them to this network's."""
+    renames = {saved[k].name: own[k].name for k in own if getattr(saved[k], "name", None)}
+    renamed = {}
+    for key, value in opt_state.items():
+        old = max((n for n in renames if key.startswith(n + "_")), key=len, default=None)
+        renamed[key if old is None else renames[old] + key[len(old):]] = value
+    try:
+        optimizer.set_state_dict(renamed)
+    except (AssertionError, KeyError, ValueError) as exc:  # Paddle asserts on a missing moment
+        raise DataError(f"{opt_file}: does not fit this model's optimizer ({exc}); delete it to start Adam "
+                        f"afresh, or use the config the checkpoint was trained with") from None
+
+
 def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
     """Load parameters (and optimizer state if present) into `model`.
 
     Shapes must match the model built from the current config; a mismatch
     names the parameter, since it usually means embed_dim, mlp_dims or the
-    vocabulary differ from the run that wrote the checkpoint.
+    vocabulary differ from the run that wrote the checkpoint. Every failure
+    is a DataError naming the file.
     """
     file = params_file(path)
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{key}: no checkpoint at {file}; train first "
                                 f"(python tools/trainer.py -m <config>) or fix the path")
-    state = paddle.load(file)
+    state = _load(file)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
-        raise ValueError(f"{file}: parameters {missing} missing; was it written by this model?")
+        raise DataError(f"{file}: parameters {missing} missing; was it written by this model?")
     for name, value in own.items():
-        if list(state[name].shape) != list(value.shape):
-            raise ValueError(f"{file}: parameter {name!r} has shape {list(state[name].shape)}, the model "
-                             f"built from this config expects {list(value.shape)}; check embed_dim, "
-                             f"mlp_dims, num_expert, num_output and the vocabulary sizes")
+        if list(getattr(state[name], "shape", ())) != list(value.shape):
+            raise DataError(f"{file}: parameter {name!r} has shape {list(getattr(state[name], 'shape', ()))}, "
+                            f"the model built from this config expects {list(value.shape)}; check embed_dim, "
+                            f"mlp_dims, num_expert, num_output and the vocabulary sizes (the config it was "
+                            f"trained with is saved beside it)")
     model.set_state_dict(state)
-    opt_file = os.path.join(os.path.dirname(file), OPT)
-    if optimizer is not None and os.path.isfile(opt_file):
-        optimizer.set_state_dict(paddle.load(opt_file))
+    if optimizer is not None:
+        opt_file = os.path.join(os.path.dirname(file), OPT)
+        if os.path.isfile(opt_file):
+            _load_optimizer(optimizer, _load(opt_file), state, own, opt_file)
+        else:
+            log.warning("%s: not found, so Adam's moments start from zero (the first steps move the parameters "
+                        "more than a continued run would)", opt_file)
     return file

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from metaheac.files import atomic_write
+from metaheac.files import atomic_write, is_leftover
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
                     "precision@5%", "recall@5%", "audience_size", "audience_positives", "precision@k", "recall@k",
@@ -60,7 +60,7 @@ def draw_report(path, split, campaigns, labels, scores):
     series = {split: campaigns}
     for other in glob.glob(os.path.join(os.path.dirname(os.path.dirname(path)), "infer_*", "metrics.json")):
         name = os.path.basename(os.path.dirname(other))[len("infer_"):]
-        if name != split:
+        if name != split and not is_leftover(os.path.dirname(other)):
             with open(other, encoding="utf-8") as f:
                 series[name] = json.load(f)["campaigns"]
 
