@@ -47,7 +47,7 @@ def evaluate_campaign(dy_model, model, campaign, config):
     row = {"aid": campaign["aid"], "seed_rows": int(seeds.size), "seed_positives": int(seeds.sum()),
            "candidates": int(labels.size), "candidate_positives": int(labels.sum()),
            "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
-           "audience_size": k, "audience_positives": int(hits),
+           **metrics.lifts(labels, scores), "audience_size": k, "audience_positives": int(hits),
            "precision@k": hits / k, "recall@k": hits / positives if positives else None,
            "finetune_steps": tuned.steps, "routed": describe_route(tuned.route), "seconds": round(time.time() - t0, 3)}
     return row, scores, audience
@@ -95,19 +95,22 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
     labels = np.concatenate([labels for _, _, labels, _ in gathered])
     scores = np.concatenate([scores for _, _, _, scores in gathered])
     summary = {**metrics.summarize(campaigns, labels, scores), "seconds": round(seconds, 2)}
+    # share of the positives reached against share of candidates targeted, mean over campaigns
+    gains = metrics.mean_gains((labels, scores) for _, _, labels, scores in gathered)
     payload = {"epoch": epoch, "checkpoint": ckpt, "test_data_dir": config["runner.test_data_dir"],
-               "summary": summary, "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns}
+               "summary": summary, "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns,
+               "gains": {"targeted": [round(float(f), 2) for f in metrics.GAINS_GRID], "reached": gains}}
     files = [report.write_json(config["runner.metrics_path"] or os.path.join(out_dir, "metrics.json"), payload),
              report.write_campaigns(os.path.join(out_dir, "campaigns.csv"), campaigns),
              os.path.join(out_dir, "audience", "<aid>.csv")]
     if config["runner.report_png"]:
         files.append(report.draw_report(os.path.join(out_dir, "report.png"), split_name(config),
-                                        campaigns, labels, scores))
+                                        campaigns, labels, scores, gains))
     fmt = metrics.fmt
-    log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s over %d campaigns (%d with AUC), "
-             "%d candidates, %.1fs", epoch, fmt(summary["auc"]), fmt(summary["gauc"]), fmt(summary["precision@5%"]),
-             fmt(summary["recall@5%"]), summary["campaigns"], summary["campaigns_with_auc"], summary["candidates"],
-             summary["seconds"])
+    log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s, lift@5%% %s over %d campaigns "
+             "(%d with AUC), %d candidates, %.1fs", epoch, fmt(summary["auc"]), fmt(summary["gauc"]),
+             fmt(summary["precision@5%"]), fmt(summary["recall@5%"]), fmt(summary["lift@5%"], 2),
+             summary["campaigns"], summary["campaigns_with_auc"], summary["candidates"], summary["seconds"])
     log.info("wrote %s", ", ".join(files))
     return payload
 
@@ -140,8 +143,14 @@ def evaluate(config):
     return results
 
 
+def parser():
+    return runtime.cli_parser("MetaHeac per-campaign fine-tune + evaluation: metrics.json, campaigns.csv, "
+                              "audience/<aid>.csv and report.png in runner.output_dir",
+                              "python infer.py -m config.yaml -o runner.test_data_dir=data/test_cold")
+
+
 def main(argv=None):
-    return runtime.run_cli("MetaHeac per-campaign fine-tune + evaluation", evaluate, argv)
+    return runtime.run_cli(parser(), lambda config, args: evaluate(config), argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Loads dygraph_model.py and the reader named by runner.train_reader_path from
 the config's directory, runs runner.epochs epochs of ceil(rows / batch_size)
-meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams.
+meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams
+and the loss curve <model_save_path>/train.png.
 """
 import math
 import os
@@ -80,6 +81,14 @@ class Run:
             return os.path.join(root, str(name))
         return save_checkpoint(root, name, self.model, self.optimizer, self.config,
                                {"epoch": epoch, "complete": complete, "meta_batches_done": done})
+
+    def draw_curve(self, step_losses, epoch_ends, epoch_losses):
+        """<model_save_path>/train.png, redrawn after every epoch (rank 0, runner.report_png)."""
+        from tools.utils.report import draw_training
+
+        if self.rank == 0 and self.config["runner.report_png"]:
+            draw_training(os.path.join(self.config["runner.model_save_path"], "train.png"), step_losses,
+                          epoch_ends, epoch_losses, self.first_epoch)
 
 
 def _start(config):
@@ -168,33 +177,40 @@ def train(config):
     samples, seconds, loss (the last epoch's mean), epoch_losses, step_losses
     (every meta-step's loss), model_save_path, model."""
     run = _start(config)
-    run_start, total_samples, epoch_losses, step_losses = time.perf_counter(), 0, [], []
+    run_start, total_samples, epoch_losses, step_losses, epoch_ends = time.perf_counter(), 0, [], [], []
     with runtime.StopOnSignal() as stop:
         for epoch in range(run.first_epoch, config["runner.epochs"]):
             epoch_start = time.perf_counter()
             losses, samples = _epoch(run, epoch, stop)
             finite = [x for x in losses if math.isfinite(x)]
             epoch_losses.append(sum(finite) / max(len(finite), 1))
+            step_losses += losses
+            epoch_ends.append(len(step_losses))
             path = run.save(epoch, epoch, True, len(losses))
             took = time.perf_counter() - epoch_start
             skipped = len(losses) - len(finite)
             log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %s (%.0f samples/s), saved %s",
                      epoch, len(losses), f" ({skipped} skipped)" if skipped else "", epoch_losses[-1],
                      duration(took), samples / took, path)
-            step_losses += losses
+            run.draw_curve(step_losses, epoch_ends, epoch_losses)
             total_samples += samples
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f; "
-             "checkpoints in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last,
+             "checkpoints and train.png in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last,
              config["runner.model_save_path"])
     return {"epochs": len(epoch_losses), "meta_batches": len(step_losses), "samples": total_samples,
             "seconds": took, "loss": last, "epoch_losses": epoch_losses, "step_losses": step_losses,
             "model_save_path": config["runner.model_save_path"], "model": run.model}
 
 
+def parser():
+    return runtime.cli_parser("MetaHeac meta-training: writes <model_save_path>/<epoch>/ checkpoints and "
+                              "<model_save_path>/train.png", "python tools/trainer.py -m config.yaml -o runner.epochs=2")
+
+
 def main(argv=None):
-    return runtime.run_cli("MetaHeac meta-training", train, argv)
+    return runtime.run_cli(parser(), lambda config, args: train(config), argv)
 
 
 if __name__ == "__main__":
