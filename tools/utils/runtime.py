@@ -1,5 +1,6 @@
-"""Process set-up shared by the trainer and infer: logging, threads, seeds,
-device, and loading the model package's modules from the config directory."""
+"""Process set-up shared by the command lines (trainer, infer, export,
+expand): parser, quiet third-party output, logging, threads, seeds, device,
+and loading the model package's modules from the config directory."""
 import argparse
 import importlib.util
 import logging
