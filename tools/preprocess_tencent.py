@@ -756,8 +756,9 @@ def _log_summary(summary, out_dir):
 
 
 def parser():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
-                                 epilog="example:\n  python tools/preprocess_tencent.py --raw-dir raw --out-dir data_big")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+        epilog="example:\n  python tools/preprocess_tencent.py --raw-dir raw --out-dir data_big")
     ap.add_argument("--raw-dir", required=True, help=f"directory with {AD_FILE}, {USER_FILE}, {SEED_FILE}, "
                                                      f"{CANDIDATE_FILE}")
     ap.add_argument("--out-dir", required=True, help="output directory (train/, test_hot/, test_cold/)")

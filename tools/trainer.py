@@ -197,7 +197,7 @@ def train(config):
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f; "
-             "checkpoints and train.png in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last,
+             "checkpoints in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last,
              config["runner.model_save_path"])
     return {"epochs": len(epoch_losses), "meta_batches": len(step_losses), "samples": total_samples,
             "seconds": took, "loss": last, "epoch_losses": epoch_losses, "step_losses": step_losses,
@@ -206,7 +206,8 @@ def train(config):
 
 def parser():
     return runtime.cli_parser("MetaHeac meta-training: writes <model_save_path>/<epoch>/ checkpoints and "
-                              "<model_save_path>/train.png", "python tools/trainer.py -m config.yaml -o runner.epochs=2")
+                              "<model_save_path>/train.png",
+                              "python tools/trainer.py -m config.yaml -o runner.epochs=2")
 
 
 def main(argv=None):

@@ -8,16 +8,15 @@ import numpy as np
 
 from metaheac.files import atomic_write
 from tools.utils import metrics
-from tools.utils.metrics import GAINS_GRID, LIFT_FRACTIONS, lift_key, top_count
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
-                    "precision@5%", "recall@5%", *map(lift_key, LIFT_FRACTIONS), "audience_size",
+                    "precision@5%", "recall@5%", *map(metrics.lift_key, metrics.LIFT_FRACTIONS), "audience_size",
                     "audience_positives", "precision@k", "recall@k", "finetune_steps", "routed", "seconds"]
 
 
 def audience_size(n_candidates, config):
     count = config.get("runner.audience_count")
-    k = count if count else top_count(config["runner.audience_fraction"], n_candidates)
+    k = count if count else metrics.top_count(config["runner.audience_fraction"], n_candidates)
     return int(min(max(k, 1), n_candidates))
 
 
@@ -119,14 +118,15 @@ def _roc_panel(ax, split, labels, scores):
 
 
 def _gains_panel(ax, curves):
-    """Cumulative gains, one curve per split ({split: reached over GAINS_GRID})."""
+    """Cumulative gains, one curve per split ({split: reached at each of GAINS_GRID})."""
     from matplotlib import ticker
 
-    at = int(np.argmin(np.abs(GAINS_GRID - 0.10)))
+    at = int(np.argmin(np.abs(metrics.GAINS_GRID - 0.10)))
     for name, reached in sorted(curves.items()):
-        (line,) = ax.plot(GAINS_GRID, reached, label=f"{name}: top 10% reaches {reached[at]:.0%}")
+        (line,) = ax.plot(metrics.GAINS_GRID, reached, label=f"{name}: top 10% reaches {reached[at]:.0%}")
         # the points of campaigns.csv's lift@k columns
-        ax.scatter(LIFT_FRACTIONS, np.interp(LIFT_FRACTIONS, GAINS_GRID, reached), s=12, color=line.get_color())
+        ax.scatter(metrics.LIFT_FRACTIONS, np.interp(metrics.LIFT_FRACTIONS, metrics.GAINS_GRID, reached), s=12,
+                   color=line.get_color())
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="random")
     if not curves:
         ax.text(0.5, 0.5, "gains undefined: no positive candidate", ha="center", transform=ax.transAxes)
