@@ -32,6 +32,8 @@ def output_dir(config, epoch):
 
 def evaluate_campaign(dy_model, model, campaign, config):
     """Fine-tune on the seeds, score the candidates: (result row, scores, audience)."""
+    import numpy as np
+
     from metaheac.adapt import campaign_rng
     from metaheac.routing import describe_route
     from tools.utils import metrics, report
@@ -40,16 +42,21 @@ def evaluate_campaign(dy_model, model, campaign, config):
     rng = campaign_rng(config["runner.seed"], campaign["aid"])
     scores, tuned = dy_model.finetune_and_score(model, campaign, config, rng)
     seeds, labels = campaign["stage1"]["labels"], campaign["stage2"]["labels"]
+    labelled = not np.isnan(labels).any()  # candidates nobody labelled: an audience, no AUC
     k = report.audience_size(labels.size, config)
-    audience = report.ranked_audience(scores, campaign["stage2"]["user_ids"], k, labels)
-    precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
-    hits, positives = float(audience["label"].sum()), float(labels.sum())
+    audience = report.ranked_audience(scores, campaign["stage2"]["user_ids"], k, labels if labelled else None)
     row = {"aid": campaign["aid"], "seed_rows": int(seeds.size), "seed_positives": int(seeds.sum()),
-           "candidates": int(labels.size), "candidate_positives": int(labels.sum()),
-           "auc": metrics.auc(labels, scores), "precision@5%": precision, "recall@5%": recall,
-           **metrics.lifts(labels, scores), "audience_size": k, "audience_positives": int(hits),
-           "precision@k": hits / k, "recall@k": hits / positives if positives else None,
+           "candidates": int(labels.size), "candidate_positives": None, "auc": None, "precision@5%": None,
+           "recall@5%": None, **dict.fromkeys(map(metrics.lift_key, metrics.LIFT_FRACTIONS)), "audience_size": k,
+           "audience_positives": None, "precision@k": None, "recall@k": None,
            "finetune_steps": tuned.steps, "routed": describe_route(tuned.route), "seconds": round(time.time() - t0, 3)}
+    if labelled:
+        precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
+        hits, positives = float(audience["label"].sum()), float(labels.sum())
+        row.update({"candidate_positives": int(positives), "auc": metrics.auc(labels, scores),
+                    "precision@5%": precision, "recall@5%": recall, **metrics.lifts(labels, scores),
+                    "audience_positives": int(hits),
+                    "precision@k": hits / k, "recall@k": hits / positives if positives else None})
     return row, scores, audience
 
 
@@ -57,7 +64,8 @@ def _campaign_line(row):
     from tools.utils.metrics import fmt
 
     note = f"  (routed by its seeds: {row['routed']})" if row["routed"] else ""
-    note += "" if row["auc"] is not None else "  (AUC undefined: candidates of one class)"
+    if row["candidate_positives"] is not None and row["auc"] is None:
+        note += "  (AUC undefined: candidates of one class)"
     return (f"aid {row['aid']}: seeds {row['seed_rows']}, candidates {row['candidates']}, AUC {fmt(row['auc'])}, "
             f"P@5% {fmt(row['precision@5%'])}, R@5% {fmt(row['recall@5%'])}, {row['finetune_steps']} steps, "
             f"{row['seconds']:.2f}s{note}")
@@ -88,15 +96,19 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
     from tools.utils import metrics, report
 
     campaigns = [row for _, row, _, _ in gathered]
-    undefined = [c["aid"] for c in campaigns if c["auc"] is None]
+    labels = np.concatenate([labels for _, _, labels, _ in gathered])
+    scores = np.concatenate([scores for _, _, _, scores in gathered])
+    if np.isnan(labels).any():
+        labels = None
+        log.warning("the candidates in %s have no labels: AUC cannot be computed; the audience files are "
+                    "written", config["runner.test_data_dir"])
+    undefined = [c["aid"] for c in campaigns if c["auc"] is None and c["candidate_positives"] is not None]
     if undefined:
         log.warning("AUC undefined for %d campaign(s) whose candidates are all one class: %s",
                     len(undefined), undefined[:20])
-    labels = np.concatenate([labels for _, _, labels, _ in gathered])
-    scores = np.concatenate([scores for _, _, _, scores in gathered])
     summary = {**metrics.summarize(campaigns, labels, scores), "seconds": round(seconds, 2)}
     # share of the positives reached against share of candidates targeted, mean over campaigns
-    gains = metrics.mean_gains((labels, scores) for _, _, labels, scores in gathered)
+    gains = None if labels is None else metrics.mean_gains((labels, scores) for _, _, labels, scores in gathered)
     payload = {"epoch": epoch, "checkpoint": ckpt, "test_data_dir": config["runner.test_data_dir"],
                "summary": summary, "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns,
                "gains": {"targeted": [round(float(f), 2) for f in metrics.GAINS_GRID], "reached": gains}}
@@ -104,8 +116,10 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
              report.write_campaigns(os.path.join(out_dir, "campaigns.csv"), campaigns),
              os.path.join(out_dir, "audience", "<aid>.csv")]
     if config["runner.report_png"]:
+        # unlabelled: the score histogram, with the audience's cut-off when there is one campaign
+        cutoff = np.sort(scores)[-campaigns[0]["audience_size"]] if labels is None and len(campaigns) == 1 else None
         files.append(report.draw_report(os.path.join(out_dir, "report.png"), split_name(config),
-                                        campaigns, labels, scores, gains))
+                                        campaigns, labels, scores, gains, cutoff))
     fmt = metrics.fmt
     log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s, lift@5%% %s over %d campaigns "
              "(%d with AUC), %d candidates, %.1fs", epoch, fmt(summary["auc"]), fmt(summary["gauc"]),

@@ -1,11 +1,12 @@
 """Inference reader: one campaign at a time, its seed set (stage 1) and its
 candidates (stage 2).
 
-runner.test_data_dir holds `test_stage1.pkl` and `test_stage2.pkl`, or one
-`<prefix>_stage1.pkl` / `<prefix>_stage2.pkl` pair as PaddleRec's download
-script names them (`test_hot_stage1.pkl`, `test_cold_stage2.pkl`).
-Campaigns present in one stage only cannot be evaluated; they are listed in
-``self.unmatched`` and logged, never fatal.
+runner.test_data_dir holds `test_stage1` and `test_stage2` (.pkl or .parquet),
+or one `<prefix>_stage1` / `<prefix>_stage2` pair as PaddleRec's download
+script names them (`test_hot_stage1.pkl`, `test_cold_stage2.pkl`). The
+candidates (stage 2) may come without labels. Campaigns present in one stage
+only cannot be evaluated; they are listed in ``self.unmatched`` and logged,
+never fatal.
 """
 import logging
 import os
@@ -16,7 +17,7 @@ from paddle.io import IterableDataset
 from metaheac.config import with_defaults
 from metaheac.errors import DataError
 from metaheac.schema import schema_from_config
-from metaheac.store import open_store
+from metaheac.store import DATA_SUFFIXES, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -26,16 +27,17 @@ STAGE_FILES = ("test_stage1.pkl", "test_stage2.pkl")
 def stage_files(file_list, where):
     """(stage-1 path, stage-2 path) among `file_list`, by the names above."""
     by_name = {os.path.basename(f): f for f in file_list}
-    if all(n in by_name for n in STAGE_FILES):
-        return tuple(by_name[n] for n in STAGE_FILES)
-    pairs = sorted(n[:-len("_stage1.pkl")] for n in by_name
-                   if n.endswith("_stage1.pkl") and n.replace("_stage1.pkl", "_stage2.pkl") in by_name)
-    if len(pairs) == 1:
-        return by_name[pairs[0] + "_stage1.pkl"], by_name[pairs[0] + "_stage2.pkl"]
-    found = sorted(n for n in by_name if n.endswith(".pkl"))
+    for suffix in DATA_SUFFIXES:
+        one, two = "stage1" + suffix, "stage2" + suffix
+        prefixes = sorted(n[:-len(one)] for n in by_name if n.endswith(one) and n[:-len(one)] + two in by_name)
+        if "test_" in prefixes:  # the canonical pair wins over others beside it
+            prefixes = ["test_"]
+        if len(prefixes) == 1:
+            return by_name[prefixes[0] + one], by_name[prefixes[0] + two]
+    found = sorted(n for n in by_name if n.endswith(DATA_SUFFIXES))
     raise DataError(f"{where}: expected {STAGE_FILES[0]} (seed sets) and {STAGE_FILES[1]} (candidates), or one "
-                    f"<prefix>_stage1.pkl / <prefix>_stage2.pkl pair such as test_hot_stage1.pkl; found "
-                    f"{found or 'no .pkl file'}. Fix runner.test_data_dir")
+                    f"<prefix>_stage1 / <prefix>_stage2 pair such as test_hot_stage1.pkl (.parquet alike); found "
+                    f"{found or 'no data file'}. Fix runner.test_data_dir")
 
 
 class RecDataset(IterableDataset):
@@ -45,7 +47,9 @@ class RecDataset(IterableDataset):
         where = os.path.dirname(file_list[0]) if file_list else config.get("runner.test_data_dir")
         self.schema = schema_from_config(config)
         cache_dir = config.get("runner.cache_dir")
-        self.stage1, self.stage2 = (open_store(f, self.schema, cache_dir) for f in stage_files(file_list, where))
+        seeds, candidates = stage_files(file_list, where)
+        self.stage1 = open_store(seeds, self.schema, cache_dir)
+        self.stage2 = open_store(candidates, self.schema, cache_dir, labelled=False)
         aids1, aids2 = set(self.stage1.task_aids.tolist()), set(self.stage2.task_aids.tolist())
         self.aids = sorted(aids1 & aids2)
         self.unmatched = {"stage1_only": sorted(aids1 - aids2), "stage2_only": sorted(aids2 - aids1)}

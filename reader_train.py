@@ -19,7 +19,7 @@ from metaheac.config import with_defaults
 from metaheac.errors import DataError
 from metaheac.rows import build_meta_batch
 from metaheac.schema import schema_from_config
-from metaheac.store import open_store
+from metaheac.store import DATA_SUFFIXES, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,10 @@ class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
         config = with_defaults(config)
-        files = sorted(f for f in file_list if f.endswith(".pkl"))
+        files = sorted(f for f in file_list if f.endswith(DATA_SUFFIXES))
         if not files:
-            raise DataError(f"no .pkl training file in {sorted(file_list)}; "
-                            f"runner.train_data_dir should hold train_stage1.pkl")
+            raise DataError(f"no .pkl or .parquet training file in {sorted(file_list)}; "
+                            f"runner.train_data_dir should hold train_stage1.pkl (or .parquet)")
         self.schema = schema_from_config(config)
         self.batch_size = config["hyper_parameters.batch_size"]
         self.task_count = config["hyper_parameters.task_count"]

@@ -36,14 +36,13 @@ def campaign_rng(seed, aid):
 
 
 def infer_batch_size(config):
-    """Fine-tuning and scoring batch: runner.infer_batch_size, else the training batch."""
+    """Fine-tuning batch: runner.infer_batch_size, else the training batch."""
     return config.get("runner.infer_batch_size") or config["hyper_parameters.batch_size"]
 
 
 class Finetuned(NamedTuple):
     params: dict      # name -> the campaign's tensor; row tables cut to `uniq`
-    uniq: np.ndarray  # [U] table rows of the cut row tables
-    others: list      # the `other_rows` blocks, remapped into the cut
+    uniq: np.ndarray  # [U] table rows of the cut row tables: the rows its seeds read
     steps: int        # fine-tuning optimizer steps
     route: dict       # how the seeds re-routed the campaign, or None
 
@@ -74,16 +73,17 @@ def _split_validation(n, fraction, labels, rng):
     return train, val
 
 
-def finetune(net, stage1, config, rng, other_rows=()):
+def finetune(net, stage1, config, rng):
     """Fine-tune a copy of `net` on a campaign's seed set.
 
     stage1: dict of numpy arrays rows [n, C] (table rows), lengths [n, Fq],
-    labels [n]. `other_rows` (e.g. the candidates' rows) are included in the
-    embedding cut and returned remapped into it. `net` is not modified.
-    Returns a Finetuned.
+    labels [n]. The row tables are cut to the rows the seeds read: Adam
+    leaves every other row as it was (zero gradient, zero moments), so the
+    rest of the tables stays the meta-learned one (scoring.score_adapted
+    reads it from `net`). `net` is not modified. Returns a Finetuned.
     """
     batch = infer_batch_size(config)
-    uniq, (rows1, *others) = remap_rows([stage1["rows"], *other_rows], net.schema.num_rows)
+    uniq, (rows1,) = remap_rows([stage1["rows"]], net.schema.num_rows)
     route = choose_route(net, stage1, config["runner.route_prior"])
     source = uniq.copy()
     if route:  # the campaign's gate-field row becomes a copy of the chosen id's
@@ -145,7 +145,7 @@ def finetune(net, stage1, config, rng, other_rows=()):
             net.eval()
     if best is not None:
         params.update(best)
-    return Finetuned(params, uniq, others, steps, route)
+    return Finetuned(params, uniq, steps, route)
 
 
 def merged_state(net, params, uniq):

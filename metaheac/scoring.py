@@ -2,22 +2,50 @@
 import numpy as np
 import paddle
 
-from metaheac.adapt import finetune, infer_batch_size
+from metaheac.adapt import finetune
+from metaheac.rows import remap_rows
 
 
-def score(net, params, rows, lengths, batch):
-    """Click probabilities [n] (numpy float32) of rows [n, C] under `params`."""
+def score(net, params, rows, lengths, batch, pad=False):
+    """Click probabilities [n] (numpy float32) of rows [n, C] under `params`.
+
+    pad: run a short last batch padded to `batch` rows. The math library picks
+    its kernels by shape, so a row's score can differ in the last bits with
+    the batch it is in; with every batch of one shape, a user's score does not
+    depend on how a pool was chunked (near-ties then rank alike)."""
     scores = []
     with paddle.no_grad():
         for start in range(0, rows.shape[0], batch):
-            prob = net.forward_rows(paddle.to_tensor(rows[start:start + batch]),
-                                    paddle.to_tensor(lengths[start:start + batch]), params)
-            scores.append(prob.numpy())
-    return np.concatenate(scores).astype(np.float32)
+            part, part_len = rows[start:start + batch], lengths[start:start + batch]
+            n = part.shape[0]
+            if pad and n < batch:
+                part, part_len = (np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)]) for a in (part, part_len))
+            prob = net.forward_rows(paddle.to_tensor(part), paddle.to_tensor(part_len), params)
+            scores.append(prob.numpy()[:n])
+    return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)
+
+
+def score_adapted(net, tuned, rows, lengths, batch, pad=False):
+    """Click probabilities [n] of table rows [n, C] for a campaign adapted by
+    adapt.finetune: rows its seeds read take its fine-tuned values, every
+    other row the meta-learned ones (which fine-tuning never moved). Only the
+    rows these candidates read are gathered, so a pool of any size is scored
+    chunk by chunk in bounded memory."""
+    uniq, (local,) = remap_rows([rows], net.schema.num_rows)
+    pos = np.minimum(np.searchsorted(tuned.uniq, uniq), tuned.uniq.size - 1)
+    adapted = np.flatnonzero(tuned.uniq[pos] == uniq)                  # [A] positions in uniq
+    params = dict(tuned.params)
+    with paddle.no_grad():
+        for name in net.row_tables:
+            table = paddle.gather(getattr(net, name), paddle.to_tensor(uniq))          # [U, D]
+            if adapted.size:
+                table = paddle.scatter(table, paddle.to_tensor(adapted),
+                                       paddle.gather(tuned.params[name], paddle.to_tensor(pos[adapted])))
+            params[name] = table
+    return score(net, params, local, lengths, batch, pad)
 
 
 def finetune_and_score(net, stage1, stage2, config, rng):
     """Fine-tune on the seeds (stage1), score the candidates (stage2): (scores [n2], Finetuned)."""
-    tuned = finetune(net, stage1, config, rng, [stage2["rows"]])
-    (rows2,) = tuned.others
-    return score(net, tuned.params, rows2, stage2["lengths"], infer_batch_size(config)), tuned
+    tuned = finetune(net, stage1, config, rng)
+    return score_adapted(net, tuned, stage2["rows"], stage2["lengths"], config["runner.score_batch_size"]), tuned

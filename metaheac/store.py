@@ -37,7 +37,7 @@ class TaskStore:
 
     ids      [N, C] int32   raw per-field ids in schema column order
     lengths  [N, Fq] int32  sequence lengths
-    labels   [N] float32
+    labels   [N] float32    NaN for candidates nobody labelled
     aids     [N] int64      campaign of each row (sorted)
     source_rows [N] int64   row position in the source DataFrame
     user_ids [N] int64      the user id column (schema.user_id_col) if the data
@@ -61,6 +61,11 @@ class TaskStore:
         """True if user_ids come from the data's user id column, not row positions."""
         return bool(self.has_uid[0])
 
+    @property
+    def labelled(self):
+        """False for candidates nobody labelled (the labels are NaN)."""
+        return not (len(self) and np.isnan(self.labels[0]))
+
     def user_id_name(self, user_id_col):
         """Header of the user column in audience files: the data's user id
         column, else "row" (user_ids are then row positions)."""
@@ -82,14 +87,18 @@ class TaskStore:
 
 # ---------------------------------------------------------------- reading --
 
-def read_dataframe(path):
-    """Unpickle a processed split. Pickles run code on load: trusted files only."""
+def read_dataframe(path, columns=None):
+    """A processed split as a pandas DataFrame: a pickle (which runs code on
+    load: trusted files only) or a Parquet file (list columns as Parquet lists;
+    only `columns` are read when given)."""
     import pandas as pd
 
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty; regenerate or re-download it")
+    if is_parquet(path):
+        return _parquet_frame(path, columns)
     try:
         with open(path, "rb") as f:
             df = pd.read_pickle(f)
@@ -101,6 +110,31 @@ def read_dataframe(path):
         raise DataError(f"{path}: holds a {type(df).__name__}, expected a pandas DataFrame "
                         f"with one row per (campaign, user) example")
     return df
+
+
+DATA_SUFFIXES = (".pkl", ".parquet")
+
+
+def is_parquet(path):
+    return str(path).endswith(".parquet")
+
+
+def parquet_file(path):
+    """pyarrow's ParquetFile, or a DataError naming the file."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as Parquet ({exc}); the file may be truncated or of another "
+                        f"format: regenerate or re-convert it") from None
+
+
+def _parquet_frame(path, columns=None):
+    names = parquet_file(path).schema_arrow.names
+    table = parquet_file(path).read(columns=[c for c in columns if c in names] if columns else None)
+    return table.to_pandas()
 
 
 def _fail(path, col, problem, fix, row=None):
@@ -151,27 +185,28 @@ def _sequence_column(df, field, path):
     return arr.astype(np.int64)
 
 
-def convert_frame(df, schema, path):
-    """Validate a DataFrame against the schema and return the store arrays."""
-    needed = [schema.label_col, schema.task_col] + [f.name for f in schema.fields if not f.parts] + \
-             [f.length_col for f in schema.sequence]
-    missing = [c for c in needed if c not in df.columns]
+def check_columns(df_columns, needed, path):
+    missing = [c for c in needed if c not in df_columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}. Fix: add them, or adjust the feature "
                         f"schema (hyper_parameters.features / max_idxs) to the columns present")
-    n = len(df)
-    if n == 0:
-        raise DataError(f"{path}: no rows. Fix: point the config at a non-empty split")
-    index = df.index
 
-    labels = _int_column(df, schema.label_col, path)
-    bad = np.flatnonzero((labels != 0) & (labels != 1))
-    if bad.size:
-        _fail(path, schema.label_col, f"labels must be 0/1, found {labels[bad[0]]}",
-              "map labels to 0 (negative) and 1 (positive); raw Tencent data uses -1 for negatives", index[bad[0]])
-    aids = _int_column(df, schema.task_col, path)
 
-    ids = np.empty((n, schema.num_id_cols), dtype=np.int32)
+def _unlabelled(path, schema):
+    return DataError(f"{path}: missing column(s) [{schema.label_col!r}]: training splits and seed sets need labels "
+                     f"(1 converted, 0 not). Fix: add the column; only candidates may be unlabelled")
+
+
+def user_columns(schema):
+    """The columns holding a user's features: static, sequence and length columns."""
+    return [f.name for f in schema.static + schema.sequence] + [f.length_col for f in schema.sequence]
+
+
+def user_arrays(df, schema, path):
+    """The validated user features of a frame: ids [n, Fs + W] int32 in schema
+    column order and sequence lengths [n, Fq] int32."""
+    n, index = len(df), df.index
+    ids = np.empty((n, len(schema.static) + schema.seq_width), dtype=np.int32)
     lengths = np.empty((n, len(schema.sequence)), dtype=np.int32)
     col = 0
     for f in schema.static:
@@ -194,14 +229,52 @@ def convert_frame(df, schema, path):
         ids[:, col:col + f.width] = arr
         lengths[:, i] = length
         col += f.width
+    return ids, lengths
+
+
+def user_id_array(df, schema):
+    """(the data's integer user ids [n] or row positions, whether they are the data's)."""
+    has_uid = schema.user_id_col in df.columns and df[schema.user_id_col].dtype.kind in "iu"
+    return (df[schema.user_id_col].to_numpy().astype(np.int64) if has_uid
+            else np.arange(len(df), dtype=np.int64)), has_uid
+
+
+def convert_frame(df, schema, path, labelled=True):
+    """Validate a DataFrame against the schema and return the store arrays.
+    labelled=False: the label column may be missing (candidates nobody
+    labelled); the labels are NaN then."""
+    needed = ([schema.label_col] if labelled else []) + [schema.task_col] + user_columns(schema) + \
+        [f.name for f in schema.data_ad]
+    if labelled and schema.label_col not in df.columns and all(c in df.columns for c in needed[1:]):
+        raise _unlabelled(path, schema)
+    check_columns(df.columns, needed, path)
+    n = len(df)
+    if n == 0:
+        raise DataError(f"{path}: no rows. Fix: point the config at a non-empty split")
+    index = df.index
+
+    if schema.label_col in df.columns:
+        labels = _int_column(df, schema.label_col, path)
+        bad = np.flatnonzero((labels != 0) & (labels != 1))
+        if bad.size:
+            _fail(path, schema.label_col, f"labels must be 0/1, found {labels[bad[0]]}",
+                  "map labels to 0 (negative) and 1 (positive); raw Tencent data uses -1 for negatives",
+                  index[bad[0]])
+    else:
+        labels = np.full(n, np.nan)
+    aids = _int_column(df, schema.task_col, path)
+
+    user_ids, lengths = user_arrays(df, schema, path)
+    ids = np.empty((n, schema.num_id_cols), dtype=np.int32)
+    ids[:, :user_ids.shape[1]] = user_ids
+    col = user_ids.shape[1]
     for f in schema.data_ad:
         v = _int_column(df, f.name, path)
         _check_range(v, f.vocab_size, path, f.name, index)
         ids[:, col] = v
         col += 1
 
-    has_uid = schema.user_id_col in df.columns and df[schema.user_id_col].dtype.kind in "iu"
-    user_ids = df[schema.user_id_col].to_numpy().astype(np.int64) if has_uid else np.arange(n, dtype=np.int64)
+    user_ids, has_uid = user_id_array(df, schema)
 
     order = np.argsort(aids, kind="stable")
     aids = aids[order]
@@ -280,8 +353,9 @@ def write_store(arrays, source, schema, cache_dir=None, stat_path=None):
     _write_cache(cache_location(source, schema, cache_dir), key, arrays)
 
 
-def open_store(source, schema, cache_dir=None):
-    """TaskStore for the pickled split `source`, converting it on first use."""
+def open_store(source, schema, cache_dir=None, labelled=True):
+    """TaskStore for the split `source` (.pkl or .parquet), converting it on
+    first use. labelled=False accepts a split without the label column."""
     source = os.path.abspath(source)
     if not os.path.isfile(source):
         raise DataError(f"{source}: file not found")
@@ -291,14 +365,17 @@ def open_store(source, schema, cache_dir=None):
     if arrays is not None:
         logger.info("loaded %s from cache %s (%d rows)", os.path.basename(source), location,
                     arrays["labels"].shape[0])
-        return TaskStore(arrays, source)
-    t0 = time.time()
-    arrays = convert_frame(read_dataframe(source), schema, source)
-    try:
-        _write_cache(location, key, arrays)
-        where = f"cached in {location}"
-    except OSError as exc:  # a read-only cache is a slowdown, not a failure
-        where = f"not cached ({exc})"
-    logger.info("converted %s: %d rows, %d campaigns in %.1fs, %s", os.path.basename(source),
-                len(arrays["labels"]), len(arrays["task_aids"]), time.time() - t0, where)
-    return TaskStore(arrays, source)
+    else:
+        t0 = time.time()
+        arrays = convert_frame(read_dataframe(source), schema, source, labelled)
+        try:
+            _write_cache(location, key, arrays)
+            where = f"cached in {location}"
+        except OSError as exc:  # a read-only cache is a slowdown, not a failure
+            where = f"not cached ({exc})"
+        logger.info("converted %s: %d rows, %d campaigns in %.1fs, %s", os.path.basename(source),
+                    len(arrays["labels"]), len(arrays["task_aids"]), time.time() - t0, where)
+    store = TaskStore(arrays, source)
+    if labelled and not store.labelled:
+        raise _unlabelled(source, schema)
+    return store

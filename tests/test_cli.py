@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CLIS = ["tools.trainer", "infer", "tools.export", "tools.expand"]
 
 
-@pytest.mark.parametrize("name", [*MODEL_CLIS, "tools.gen_data", "tools.preprocess_tencent"])
+@pytest.mark.parametrize("name", [*MODEL_CLIS, "tools.gen_data", "tools.preprocess_tencent", "tools.convert"])
 def test_help_shows_defaults_and_a_valid_example(name):
     tool = importlib.import_module(name)
     parser = tool.parser()

@@ -38,7 +38,8 @@ def test_infer_report_writes_lifts_and_gains(tiny_config, tmp_path):
     empty = np.zeros(6, dtype=np.int64)  # a campaign without positives: lift undefined, left out of the mean
     gathered = []
     for i, (labels, scores) in enumerate([(LABELS, SCORES), (empty, np.arange(6.0))]):
-        row = {"aid": i + 1, "auc": metrics.auc(labels, scores), "precision@5%": 0.0, "recall@5%": None,
+        row = {"aid": i + 1, "candidate_positives": int(labels.sum()), "auc": metrics.auc(labels, scores),
+               "precision@5%": 0.0, "recall@5%": None,
                **metrics.lifts(labels, scores)}
         gathered.append((i, row, labels, scores))
     out = tmp_path / "out"

@@ -1,6 +1,8 @@
-"""Load a meta-trained checkpoint and fine-tune it for one campaign; shared by
-tools/export.py and tools/expand.py."""
+"""Load a meta-trained checkpoint, read seed files and fine-tune campaigns;
+shared by tools/export.py and tools/expand.py."""
 import os
+
+import numpy as np
 
 from metaheac import adapt
 from metaheac.errors import DataError
@@ -25,20 +27,32 @@ def load_model(config, epoch=None):
     return dy_model, model, path
 
 
-def read_campaign_file(path, config):
-    """One campaign's rows from a processed-layout pickle: dict of numpy arrays
-    (rows as fused-table rows) plus user ids, validated like any split."""
+def read_campaigns(path, config):
+    """The campaigns of a seed file (.pkl or .parquet, processed layout, with
+    labels), validated like any split: [dict of numpy arrays: rows (table
+    rows), lengths, labels, aid, ad_ids (raw, [Fa])], in campaign order."""
     schema = schema_from_config(config)
     store = TaskStore(convert_frame(read_dataframe(path), schema, path), path)
-    if store.num_tasks > 1:
-        raise DataError(f"{path}: holds {store.num_tasks} campaigns ({schema.task_col} "
-                        f"{store.task_aids[:5].tolist()}...); give the rows of one campaign")
-    # one campaign: the stable sort by campaign kept the file's row order
-    return {"rows": schema.table_rows(store.ids), "lengths": store.lengths, "labels": store.labels,
-            "user_ids": store.user_ids, "user_id_name": store.user_id_name(schema.user_id_col),
-            "aid": int(store.task_aids[0])}
+    first_ad = len(schema.static) + schema.seq_width
+    campaigns = []
+    for aid in store.task_aids:
+        start, end = store.task_range(aid)
+        ids = np.asarray(store.ids[start:end])
+        campaigns.append({"aid": int(aid), "rows": schema.table_rows(ids), "lengths": store.lengths[start:end],
+                          "labels": store.labels[start:end], "ad_ids": ids[0, first_ad:]})
+    return campaigns
 
 
-def finetune_campaign(model, seeds, config, other_rows=()):
+def read_campaign_file(path, config):
+    """The one campaign of a seed file (see read_campaigns)."""
+    campaigns = read_campaigns(path, config)
+    if len(campaigns) > 1:
+        task_col = config["hyper_parameters.task_col"]
+        raise DataError(f"{path}: holds {len(campaigns)} campaigns ({task_col} "
+                        f"{[c['aid'] for c in campaigns[:5]]}...); give the seeds of one campaign")
+    return campaigns[0]
+
+
+def finetune_campaign(model, seeds, config):
     """adapt.finetune seeded as infer seeds the campaign."""
-    return adapt.finetune(model, seeds, config, adapt.campaign_rng(config["runner.seed"], seeds["aid"]), other_rows)
+    return adapt.finetune(model, seeds, config, adapt.campaign_rng(config["runner.seed"], seeds["aid"]))

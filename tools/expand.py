@@ -1,13 +1,17 @@
-"""Expand one campaign's audience without writing a test split.
+"""Expand campaigns' audiences from a pool of users nobody labelled.
 
-    python tools/expand.py -m config.yaml --seeds seeds.pkl --candidates candidates.pkl \
-        --out audience.csv [--epoch E] [-o runner.audience_count=1000]
+    python tools/expand.py -m config.yaml --seeds seeds.parquet --candidates pool.parquet --out audience.csv
+    python tools/expand.py -m config.yaml --seeds many.parquet --candidates pool.parquet --out audiences/
 
-Both files are processed-layout pickles of one campaign (the candidates'
-labels, if any, are ignored). Fine-tunes the meta-learned model on the seeds,
-as infer does, scores the candidates and writes the top
-runner.audience_count (or runner.audience_fraction) of them, ranked, with
-their user id (runner's user id column, else the candidate's row index).
+The seed file (.pkl or .parquet, the processed layout with labels) holds one
+or more campaigns: each is routed and fine-tuned on its seeds as infer does.
+The pool (.pkl or .parquet) holds the user id column and the user feature
+columns; label, campaign and ad columns are ignored. The pool is read once,
+chunk by chunk (runner.pool_chunk_rows), every campaign scores each chunk and
+keeps its top runner.audience_count (or runner.audience_fraction of the
+pool). One campaign with --out FILE.csv: that ranked file (rank, user id,
+score). Otherwise --out is a directory: <aid>.csv per campaign and
+summary.csv.
 """
 import os
 import sys
@@ -20,42 +24,82 @@ from tools.utils import runtime  # noqa: E402
 log = runtime.logger
 
 
+def _outputs(out, campaigns):
+    """{aid: audience file}, and the summary file or None."""
+    from metaheac.errors import ConfigError
+
+    if out.endswith(".csv"):
+        if len(campaigns) > 1:
+            raise ConfigError(f"--out {out}: the seed file holds {len(campaigns)} campaigns; give a directory "
+                              f"(one <aid>.csv each and summary.csv)")
+        return {campaigns[0]["aid"]: out}, None
+    return {c["aid"]: os.path.join(out, f"{c['aid']}.csv") for c in campaigns}, os.path.join(out, "summary.csv")
+
+
 def expand(config, args):
-    from metaheac.adapt import infer_batch_size
+    from metaheac.pool import Pool, TopK, campaign_rows
     from metaheac.routing import describe_route
-    from metaheac.scoring import score
-    from tools.campaign import finetune_campaign, load_model, read_campaign_file
+    from metaheac.scoring import score_adapted
+    from tools.campaign import finetune_campaign, load_model, read_campaigns
     from tools.utils import report
+    from tools.utils.progress import Progress
 
     t0 = time.time()
     _, model, ckpt = load_model(config, args.epoch)
-    seeds = read_campaign_file(args.seeds, config)
-    candidates = read_campaign_file(args.candidates, config)
-    tuned = finetune_campaign(model, seeds, config, [candidates["rows"]])
-    (rows,) = tuned.others
-    scores = score(model, tuned.params, rows, candidates["lengths"], infer_batch_size(config))
-    k = report.audience_size(scores.size, config)
-    id_name = candidates["user_id_name"]
-    report.write_csv(args.out, report.ranked_audience(scores, candidates["user_ids"], k), id_name)
-    routed = describe_route(tuned.route)
-    log.info("campaign %d: fine-tuned %s on %d seeds (%d steps%s), scored %d candidates, wrote the top %d to %s "
-             "in %.1fs", seeds["aid"], ckpt, seeds["labels"].size, tuned.steps, f"; routed {routed}" if routed else "",
-             scores.size, k, args.out, time.time() - t0)
-    return args.out
+    campaigns = read_campaigns(args.seeds, config)
+    files, summary_file = _outputs(args.out, campaigns)
+    pool = Pool(args.candidates, model.schema)
+    k = report.audience_size(pool.size, config)
+    for c in campaigns:
+        start = time.time()
+        c["tuned"] = finetune_campaign(model, c, config)
+        c["top"] = TopK(k)
+        log.info("campaign %d: fine-tuned %s on %d seeds (%d steps%s) in %.1fs", c["aid"], ckpt, c["labels"].size,
+                 c["tuned"].steps, f"; routed {describe_route(c['tuned'].route)}" if c["tuned"].route else "",
+                 time.time() - start)
+
+    chunk_rows = config["runner.pool_chunk_rows"]
+    progress = Progress(pool.size, every=chunk_rows)
+    for positions, user_ids, ids, lengths in pool.chunks(chunk_rows):
+        for c in campaigns:
+            rows = campaign_rows(model.schema, ids, c["ad_ids"])
+            scores = score_adapted(model, c["tuned"], rows, lengths, config["runner.score_batch_size"], pad=True)
+            c["top"].add(scores, positions, user_ids)
+        done = int(positions[-1]) + 1
+        if progress.due(done):
+            log.info("scored %s users x %d campaign(s)", progress.status(done, "users"), len(campaigns))
+
+    summary = []
+    for c in campaigns:
+        scores, users = c["top"].ranked()
+        report.write_csv(files[c["aid"]], report.ranked_audience(scores, users, scores.size),
+                         config["hyper_parameters.user_id_col"])
+        summary.append({"aid": c["aid"], "seed_rows": int(c["labels"].size), "seed_positives": int(c["labels"].sum()),
+                        "finetune_steps": c["tuned"].steps, "routed": describe_route(c["tuned"].route),
+                        "pool_users": pool.size, "audience_size": int(scores.size),
+                        "cutoff_score": float(scores[-1]), "file": files[c["aid"]]})
+    if summary_file:
+        report.write_csv(summary_file, {key: [row[key] for row in summary] for key in summary[0]})
+    log.info("ranked %d users for %d campaign(s), kept the top %d each, wrote %s in %.1fs", pool.size,
+             len(campaigns), k, summary_file or files[campaigns[0]["aid"]], time.time() - t0)
+    return summary
 
 
 def add_args(parser):
-    parser.add_argument("--seeds", required=True, help="processed-layout .pkl: the campaign's seed users (labelled)")
-    parser.add_argument("--candidates", required=True, help="processed-layout .pkl: users to rank")
-    parser.add_argument("--out", required=True, help="output CSV: rank, user id, score")
+    parser.add_argument("--seeds", required=True,
+                        help="seed users of one or more campaigns (.pkl or .parquet, processed layout, labelled)")
+    parser.add_argument("--candidates", required=True,
+                        help="the pool to rank (.pkl or .parquet): user id and user feature columns")
+    parser.add_argument("--out", required=True,
+                        help="FILE.csv (one campaign) or a directory (<aid>.csv per campaign + summary.csv)")
     parser.add_argument("--epoch", type=int, default=None,
                         help="checkpoint epoch under runner.infer_load_path (default: runner.infer_end_epoch - 1)")
 
 
 def parser():
-    return runtime.cli_parser("Rank one campaign's candidates (audience expansion)",
-                              "python tools/expand.py -m config.yaml --seeds seeds.pkl --candidates candidates.pkl "
-                              "--out audience.csv -o runner.audience_count=1000", add_args)
+    return runtime.cli_parser("Rank a pool of users for one or more campaigns (audience expansion)",
+                              "python tools/expand.py -m config.yaml --seeds seeds.parquet --candidates pool.parquet "
+                              "--out audiences/ -o runner.audience_count=1000", add_args)
 
 
 def main(argv=None):

@@ -251,6 +251,45 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
     return summary
 
 
+def write_pool(path, n_users, seed=0, max_idxs=None, widths=None, rows_per_group=65536):
+    """Write a pool of n_users users nobody labelled (uid and the user feature
+    columns only) to `path`: Parquet, written group by group straight from the
+    id arrays (no per-cell objects, so millions of users fit in little
+    memory), or a pickled DataFrame for a .pkl path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    max_idxs = [list(map(int, g)) for g in (max_idxs or DEFAULT_MAX_IDXS)]
+    widths = list(map(int, widths or DEFAULT_WIDTHS))
+    rng = np.random.default_rng(seed)
+    frames = []
+
+    def write(tmp):
+        writer = None
+        for start in range(0, n_users, rows_per_group):
+            n = min(rows_per_group, n_users - start)
+            static, seq, lengths = _make_users(rng, n, max_idxs, widths)
+            uid = np.arange(start, start + n, dtype=np.int64)
+            if not str(path).endswith(".parquet"):
+                frames.append(pd.DataFrame({USER_ID: uid, **static, **{f: list(seq[f]) for f in SEQUENCE},
+                                            **{length_col(f): lengths[f] for f in SEQUENCE}}))
+                continue
+            columns = {USER_ID: pa.array(uid), **{f: pa.array(static[f]) for f in STATIC}}
+            for f, w in zip(SEQUENCE, widths):
+                offsets = pa.array(np.arange(0, (n + 1) * w, w, dtype=np.int32))
+                columns[f] = pa.ListArray.from_arrays(offsets, pa.array(seq[f].reshape(-1)))
+                columns[length_col(f)] = pa.array(lengths[f])
+            table = pa.table(columns)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+        if writer:
+            writer.close()
+        else:
+            pd.concat(frames, ignore_index=True).to_pickle(tmp, compression=None)
+    atomic_write(path, write)
+    return path
+
+
 def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
                                  epilog="example:\n  python tools/gen_data.py --out my_data --seed 7 --scale 0.5")

@@ -8,7 +8,9 @@ from sklearn.metrics import roc_auc_score
 
 
 def auc(labels, scores):
-    """ROC AUC, or None when only one class is present (undefined)."""
+    """ROC AUC, or None without labels or when only one class is present (undefined)."""
+    if labels is None:
+        return None
     labels = np.asarray(labels)
     if labels.size == 0 or labels.min() == labels.max():
         return None
@@ -96,7 +98,7 @@ def summarize(campaigns, labels, scores):
     return {
         "campaigns": len(campaigns),
         "campaigns_with_auc": sum(c["auc"] is not None for c in campaigns),
-        "candidates": int(np.asarray(labels).size),
+        "candidates": int(np.asarray(scores).size),
         "auc": auc(labels, scores),
         "gauc": _mean(c["auc"] for c in campaigns),
         "precision@5%": _mean(c["precision@5%"] for c in campaigns),

@@ -1,0 +1,87 @@
+"""Candidate pools: users nobody labelled, read chunk by chunk and ranked.
+
+A pool holds the user id column and the user feature columns (static,
+sequence and their *_length columns); label, campaign and ad columns are
+ignored if present. Parquet pools are read one batch of row groups at a time,
+so memory is bounded by the chunk and the kept top k, not by the pool.
+Pickles cannot be read in parts: the frame is loaded whole, then converted
+chunk by chunk.
+"""
+import numpy as np
+
+from metaheac.errors import DataError
+from metaheac.store import _int_column, check_columns, is_parquet, parquet_file, read_dataframe, user_arrays, \
+    user_columns
+
+
+class Pool:
+    """A pool file opened once: its size up front, then its users chunk by chunk."""
+
+    def __init__(self, path, schema):
+        self.path, self.schema = path, schema
+        self.needed = [schema.user_id_col] + user_columns(schema)
+        if is_parquet(path):
+            self.parquet = parquet_file(path)
+            check_columns(self.parquet.schema_arrow.names, self.needed, path)
+            self.size = self.parquet.metadata.num_rows
+        else:
+            self.frame = read_dataframe(path)
+            check_columns(self.frame.columns, self.needed, path)
+            self.size = len(self.frame.index)
+        if self.size == 0:
+            raise DataError(f"{path}: no rows. Fix: give a pool with at least one user")
+
+    def _frames(self, chunk_rows):
+        """(first pool position, DataFrame of at most chunk_rows users)."""
+        if not is_parquet(self.path):
+            for start in range(0, self.size, chunk_rows):
+                yield start, self.frame.iloc[start:start + chunk_rows]
+            return
+        start = 0
+        for batch in self.parquet.iter_batches(batch_size=chunk_rows, columns=self.needed):
+            frame = batch.to_pandas()
+            frame.index += start  # error messages name the pool's row
+            yield start, frame
+            start += len(frame)
+
+    def chunks(self, chunk_rows):
+        """Yield (positions [n] int64, user ids [n] int64, user feature ids
+        [n, Fs + W] int32, lengths [n, Fq] int32), validated like any split."""
+        for start, frame in self._frames(chunk_rows):
+            ids, lengths = user_arrays(frame, self.schema, self.path)
+            yield (np.arange(start, start + len(frame), dtype=np.int64),
+                   _int_column(frame, self.schema.user_id_col, self.path), ids, lengths)
+
+
+def campaign_rows(schema, user_ids, ad_ids):
+    """Table rows [n, C (+ crosses)] of users [n, Fs + W] seen by the campaign whose raw ad ids are ad_ids [Fa]."""
+    ids = np.concatenate([user_ids, np.broadcast_to(ad_ids.astype(user_ids.dtype), (len(user_ids), ad_ids.size))],
+                         axis=1)
+    return schema.table_rows(ids)
+
+
+class TopK:
+    """The k best candidates seen so far, ties to the earlier pool position,
+    so the ranking does not depend on how the pool was chunked."""
+
+    def __init__(self, k):
+        self.k = k
+        self.scores = np.zeros(0, np.float32)
+        self.positions = np.zeros(0, np.int64)
+        self.user_ids = np.zeros(0, np.int64)
+
+    def add(self, scores, positions, user_ids):
+        self.scores = np.concatenate([self.scores, scores])
+        self.positions = np.concatenate([self.positions, positions])
+        self.user_ids = np.concatenate([self.user_ids, user_ids])
+        if self.scores.size > 2 * self.k:  # prune now and then: sorting costs more than the copies
+            self._keep(self.k)
+
+    def _keep(self, k):
+        order = np.lexsort((self.positions, -self.scores))[:k]
+        self.scores, self.positions, self.user_ids = self.scores[order], self.positions[order], self.user_ids[order]
+
+    def ranked(self):
+        """(scores, user ids) of the top k, best first."""
+        self._keep(self.k)
+        return self.scores, self.user_ids
