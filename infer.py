@@ -158,7 +158,7 @@ def evaluate(config):
 
 
 def parser():
-    return runtime.cli_parser("MetaHeac per-campaign fine-tune + evaluation: metrics.json, campaigns.csv, "
+    return runtime.cli_parser("MetaHeac per-campaign fine-tuning and evaluation: metrics.json, campaigns.csv,\n"
                               "audience/<aid>.csv and report.png in runner.output_dir",
                               "python infer.py -m config.yaml -o runner.test_data_dir=data/test_cold")
 

@@ -205,8 +205,7 @@ def train(config):
 
 
 def parser():
-    return runtime.cli_parser("MetaHeac meta-training: writes <model_save_path>/<epoch>/ checkpoints and "
-                              "<model_save_path>/train.png",
+    return runtime.cli_parser("MetaHeac meta-training: checkpoints and train.png under runner.model_save_path",
                               "python tools/trainer.py -m config.yaml -o runner.epochs=2")
 
 
