@@ -51,13 +51,15 @@ def evaluate_campaign(dy_model, model, campaign, config):
     audience = report.ranked_audience(scores, campaign["stage2"]["user_ids"], k, labels if labelled else None)
     row = {"aid": campaign["aid"], "seed_rows": int(seeds.size), "seed_positives": int(seeds.sum()),
            "candidates": int(labels.size), "candidate_positives": None, "auc": None, "precision@5%": None,
-           "recall@5%": None, "audience_size": k, "audience_positives": None, "precision@k": None, "recall@k": None,
+           "recall@5%": None, **dict.fromkeys(map(metrics.lift_key, metrics.LIFT_FRACTIONS)), "audience_size": k,
+           "audience_positives": None, "precision@k": None, "recall@k": None,
            "finetune_steps": tuned.steps, "routed": describe_route(tuned.route), "seconds": round(time.time() - t0, 3)}
     if labelled:
         precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
         hits, positives = float(audience["label"].sum()), float(labels.sum())
         row.update({"candidate_positives": int(positives), "auc": metrics.auc(labels, scores),
-                    "precision@5%": precision, "recall@5%": recall, "audience_positives": int(hits),
+                    "precision@5%": precision, "recall@5%": recall, **metrics.lifts(labels, scores),
+                    "audience_positives": int(hits),
                     "precision@k": hits / k, "recall@k": hits / positives if positives else None})
     return row, scores, audience
 
@@ -110,20 +112,26 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
         log.warning("AUC undefined for %d campaign(s) whose candidates are all one class: %s",
                     len(undefined), undefined[:20])
     summary = {**metrics.summarize(campaigns, labels, scores), "seconds": round(seconds, 2)}
+    # share of the positives reached against share of candidates targeted, mean over campaigns
+    gains = None if labels is None else metrics.mean_gains((labels, scores) for _, _, labels, scores, _ in gathered)
     payload = {"epoch": epoch, "checkpoint": ckpt, "run_id": (read_state(ckpt) or {}).get("run_id"),
                "test_data_dir": config["runner.test_data_dir"], "summary": summary,
-               "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns}
+               "unmatched_campaigns": dataset.unmatched, "campaigns": campaigns,
+               "gains": {"targeted": [round(float(f), 2) for f in metrics.GAINS_GRID], "reached": gains}}
     for _, row, _, _, audience in gathered:
         report.write_csv(os.path.join(out_dir, "audience", f"{row['aid']}.csv"), audience, dataset.user_id_name)
     report.write_json(os.path.join(out_dir, "metrics.json"), payload)
     report.write_campaigns(os.path.join(out_dir, "campaigns.csv"), campaigns)
-    if config["runner.report_png"] and labels is not None:
-        report.draw_report(os.path.join(out_dir, "report.png"), split_name(config), campaigns, labels, scores)
+    if config["runner.report_png"]:
+        # unlabelled: the score histogram, with the audience's cut-off when there is one campaign
+        cutoff = np.sort(scores)[-campaigns[0]["audience_size"]] if labels is None and len(campaigns) == 1 else None
+        report.draw_report(os.path.join(out_dir, "report.png"), split_name(config), campaigns, labels, scores,
+                           gains, cutoff)
     fmt = metrics.fmt
-    log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s over %d campaigns (%d with AUC), "
-             "%d candidates, %.1fs", epoch, fmt(summary["auc"]), fmt(summary["gauc"]), fmt(summary["precision@5%"]),
-             fmt(summary["recall@5%"]), summary["campaigns"], summary["campaigns_with_auc"], summary["candidates"],
-             summary["seconds"])
+    log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s, lift@5%% %s over %d campaigns "
+             "(%d with AUC), %d candidates, %.1fs", epoch, fmt(summary["auc"]), fmt(summary["gauc"]),
+             fmt(summary["precision@5%"]), fmt(summary["recall@5%"]), fmt(summary["lift@5%"], 2),
+             summary["campaigns"], summary["campaigns_with_auc"], summary["candidates"], summary["seconds"])
     return payload
 
 
@@ -203,8 +211,14 @@ def evaluate(config):
     return results
 
 
+def parser():
+    return runtime.cli_parser("MetaHeac per-campaign fine-tuning and evaluation: metrics.json, campaigns.csv,\n"
+                              "audience/<aid>.csv and report.png in runner.output_dir",
+                              "python infer.py -m config.yaml -o runner.test_data_dir=data/test_cold")
+
+
 def main(argv=None):
-    return runtime.run_cli("MetaHeac per-campaign fine-tune + evaluation", evaluate, argv)
+    return runtime.run_cli(parser(), lambda config, args: evaluate(config), argv)
 
 
 if __name__ == "__main__":

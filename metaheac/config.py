@@ -80,7 +80,8 @@ SPEC = {
                                  "audience size per campaign as a fraction of its candidates"),
         "audience_count": Key(int, None, POSITIVE,
                               "audience size per campaign as a count (overrides audience_fraction)"),
-        "report_png": Key(bool, True, help="draw report.png (per-campaign AUC vs seed-set size, global ROC)"),
+        "report_png": Key(bool, True, help="draw infer's report.png (AUC vs seed-set size, ROC, gains) and "
+                                           "training's train.png (loss curve)"),
         "seed": Key(int, 2021, NON_NEGATIVE, "seed for python, numpy and paddle; runs are reproducible"),
         "cache_dir": Key(str, help="where columnar caches go (default: next to the data, else "
                                    "~/.cache/metaheac)", path=True),

@@ -25,4 +25,5 @@ def add_args(parser):
 
 
 if __name__ == "__main__":
-    runtime.run_cli("distributed test driver", job, add_args=add_args)
+    runtime.run_cli(runtime.cli_parser("distributed test driver", "dist_driver.py -m config.yaml --dump DIR", add_args),
+                    job)

@@ -46,7 +46,7 @@ def test_ranks_stay_identical_and_loss_decreases(work):
     np.testing.assert_array_equal(losses, np.load(work / "dump" / "losses1.npy"))  # agreed every step
     assert len(losses) >= 10 and np.all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
-    assert sorted(os.listdir(work / "model")) == ["0", "1"]  # rank 0 alone writes checkpoints
+    assert sorted(os.listdir(work / "model")) == ["0", "1", "train.png"]  # rank 0 alone writes them
 
 
 def test_distributed_infer_equals_single_process(work):

@@ -1,5 +1,6 @@
 """Trainer then infer through the real command lines on a small generated dataset."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,11 +18,16 @@ MODEL = ["hyper_parameters.embed_dim=8", "hyper_parameters.mlp_dims=[16,16]", "h
 
 
 def run(script, *overrides, cwd, extra=()):
+    """Run a command line; unless -v is in `extra`, its output has no third-party warning (Paddle's ccache
+    warning at import, the PIR line of jit.save): what a user of the readme's commands sees."""
     cmd = [sys.executable, os.path.join(ROOT, script), "-m", os.path.join(ROOT, "config.yaml"), *extra,
            "-o", *overrides]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    if "-v" not in extra:
+        assert [line for line in output.splitlines() if "UserWarning" in line or "PIR" in line] == [], output
+    return output
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,7 @@ def trained(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     generate(str(work / "data"), seed=3, n_train=8, n_hot=2, n_cold=2, scale=0.4)
     log = run("tools/trainer.py", "runner.train_data_dir=data/train", "runner.model_save_path=out",
-              "runner.epochs=3", *MODEL, cwd=work)
+              "runner.epochs=3", *MODEL, cwd=work, extra=["--log-file", "logs/train.log"])
     return work, log
 
 
@@ -44,6 +50,8 @@ def test_trainer_logs_progress_and_writes_checkpoints(trained):
     assert "epoch 2 batch 48/48 | " in log and "meta-batches/s" in log and "ETA" in log
     assert "samples/s" in log and "reader" in log
     assert "training finished: 3 epochs, 144 meta-batches" in log
+    assert (work / "out" / "train.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "training finished: 3 epochs" in (work / "logs" / "train.log").read_text()  # --log-file
 
 
 def test_infer_beats_chance_and_writes_metrics(trained):
@@ -91,7 +99,7 @@ def test_resume_from_model_init_path(trained):
     log = run("tools/trainer.py", "runner.train_data_dir=data/train", "runner.model_save_path=resumed",
               "runner.model_init_path=out/2", "runner.epochs=4", *MODEL, cwd=work)
     assert "training epochs 3..3" in log
-    assert sorted(os.listdir(work / "resumed")) == ["3"]
+    assert sorted(os.listdir(work / "resumed")) == ["3", "train.png"]
     before = paddle.load(str(work / "out" / "2" / "rec.pdparams"))
     after = paddle.load(str(work / "resumed" / "3" / "rec.pdparams"))
     assert not np.allclose(before["expert_w0"].numpy(), after["expert_w0"].numpy())
@@ -148,6 +156,18 @@ def test_expand_matches_infer_audience(trained):
     assert list(expanded["uid"]) == list(inferred["uid"])
     np.testing.assert_allclose(expanded["score"], inferred["score"], rtol=1e-5)
 
+    # lift@k from the ranked audience (its top 20% covers every k): campaigns.csv and metrics.json agree
+    campaigns = pd.read_csv(work / "hot" / "campaigns.csv").set_index("aid")
+    metrics_json = json.loads((work / "hot" / "metrics.json").read_text())
+    for aid, row in campaigns.iterrows():
+        audience = pd.read_csv(work / "hot" / "audience" / f"{aid}.csv")
+        base = row["candidate_positives"] / row["candidates"]
+        for fraction in (0.01, 0.05, 0.10, 0.20):
+            k = math.ceil(round(fraction * row["candidates"], 9))
+            assert row[f"lift@{fraction:.0%}"] == pytest.approx(audience["label"][:k].mean() / base, rel=1e-5)
+    for key in ("lift@1%", "lift@5%", "lift@10%", "lift@20%"):
+        assert metrics_json["summary"][key] == pytest.approx(campaigns[key].mean(), rel=1e-5)
+
 
 @pytest.mark.parametrize("campaign", [False, True])
 def test_export_matches_dygraph(trained, campaign):
@@ -165,8 +185,10 @@ def test_export_matches_dygraph(trained, campaign):
     if campaign:
         frame = pd.read_pickle(work / "data" / "test_cold" / "test_stage1.pkl")
         frame[frame["aid"] == frame["aid"].iloc[0]].to_pickle(work / "seeds.pkl")
-        extra += ["--seeds", "seeds.pkl"]
-    run("tools/export.py", *overrides, cwd=work, extra=extra)
+        extra += ["--seeds", "seeds.pkl", "-v"]
+    log = run("tools/export.py", *overrides, cwd=work, extra=extra)
+    # hidden by default (run() checks), -v shows Paddle's own lines
+    assert ("PIR" in log) == campaign
 
     # the same model in dygraph
     config = load_config(os.path.join(ROOT, "config.yaml"), overrides, cwd=str(work))

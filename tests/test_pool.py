@@ -127,3 +127,5 @@ def test_infer_ranks_candidates_nobody_labelled(setup, caplog):
     audience = pd.read_csv(tmp / "out" / "audience" / "7.csv")
     assert list(audience.columns) == ["rank", "row", "score"] and len(audience) == 10
     assert "AUC cannot be computed" in caplog.text
+    assert payload["summary"]["lift@10%"] is None and payload["gains"]["reached"] is None
+    assert (tmp / "out" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the score histogram

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from metaheac.errors import DataError  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
 from metaheac.store import read_dataframe  # noqa: E402
+from tools.utils.config import HelpFormatter  # noqa: E402
 
 
 def _arrow_column(values):
@@ -58,16 +59,21 @@ def convert(src, dst, rows_per_group=65536):
     return len(frame), groups
 
 
+def parser():
+    ap = argparse.ArgumentParser(description="Convert a pickled split, seed file or pool to Parquet.",
+                                 formatter_class=HelpFormatter,
+                                 epilog="example:\n  python tools/convert.py pool.pkl pool.parquet")
+    ap.add_argument("src", help="a pickled pandas DataFrame (.pkl)")
+    ap.add_argument("dst", help="the Parquet file to write (.parquet)")
+    ap.add_argument("--rows-per-group", type=int, default=65536, help="rows per Parquet row group")
+    return ap
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Convert a pickled split, seed file or pool to Parquet.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     epilog="example: python tools/convert.py pool.pkl pool.parquet")
-    parser.add_argument("src", help="a pickled pandas DataFrame (.pkl)")
-    parser.add_argument("dst", help="the Parquet file to write (.parquet)")
-    parser.add_argument("--rows-per-group", type=int, default=65536, help="rows per Parquet row group")
-    args = parser.parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
     if not args.dst.endswith(".parquet"):
-        parser.error(f"{args.dst}: the output name must end in .parquet (that is how the readers tell the format)")
+        ap.error(f"{args.dst}: the output name must end in .parquet (that is how the readers tell the format)")
     t0 = time.time()
     try:
         rows, groups = convert(args.src, args.dst, args.rows_per_group)

@@ -71,12 +71,18 @@ def add_args(parser):
     parser.add_argument("--epoch", type=int, default=None,
                         help="checkpoint epoch under runner.infer_load_path (default: runner.infer_end_epoch - 1)")
     parser.add_argument("--seeds", default=None, help="processed-layout .pkl of one campaign's seed set: "
-                        "export the model fine-tuned on it (as infer does)")
+                        "export the model fine-tuned on it, as infer does (default: none, the meta-learned model)")
     parser.add_argument("--out", default=None, help="output directory (default: <checkpoint>/export)")
 
 
+def parser():
+    return runtime.cli_parser("Export MetaHeac for serving (paddle.jit.save)",
+                              "python tools/export.py -m config.yaml --seeds seeds.pkl --out served "
+                              "-o runner.infer_load_path=output_model", add_args)
+
+
 def main(argv=None):
-    return runtime.run_cli("Export MetaHeac for serving (paddle.jit.save)", export, argv, add_args)
+    return runtime.run_cli(parser(), export, argv)
 
 
 if __name__ == "__main__":

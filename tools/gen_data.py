@@ -33,7 +33,7 @@ Train and test campaigns share the categories but not their aids, so what is
 learnt across the training campaigns carries over to test campaigns that have
 only a few seeds -- the setting meta-learning is meant for.
 
-Usage:  python tools/gen_data.py --out data --seed 2021 [--scale 0.1 ...]
+Usage:  python tools/gen_data.py --out my_data --seed 2021 [--scale 0.1 ...] [--force]
 """
 import argparse
 import json
@@ -51,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from metaheac.columns import LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, USER_ID, \
     length_col  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
+from tools.utils.config import HelpFormatter  # noqa: E402
 
 STATIC, SEQUENCE, AD = TENCENT_STATIC, TENCENT_SEQUENCE, TENCENT_AD
 FILES = ("train/train_stage1.pkl", "test_hot/test_stage1.pkl", "test_hot/test_stage2.pkl",
@@ -289,19 +290,32 @@ def write_pool(path, n_users, seed=0, max_idxs=None, widths=None, rows_per_group
     return path
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="data", help="output directory")
-    ap.add_argument("--seed", type=int, default=2021)
+def parser():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+                                 epilog="example:\n  python tools/gen_data.py --out my_data --seed 7 --scale 0.5")
+    ap.add_argument("--out", required=True, help="output directory (data/ holds the shipped sample)")
+    ap.add_argument("--force", action="store_true", help="overwrite data already in --out")
+    ap.add_argument("--seed", type=int, default=2021, help="random seed of users, categories and campaigns")
     ap.add_argument("--n-train", type=int, default=40, help="training campaigns")
     ap.add_argument("--n-hot", type=int, default=8, help="hot test campaigns (many seeds)")
     ap.add_argument("--n-cold", type=int, default=8, help="cold test campaigns (few seeds)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every row count")
     ap.add_argument("--n-users", type=int, default=None, help="user pool size (default 20000 * scale)")
-    ap.add_argument("--n-categories", type=int, default=6)
-    ap.add_argument("--max-idxs", type=json.loads, default=None, help="JSON [[7 static], [7 sequence], [6 ad]]")
-    ap.add_argument("--widths", type=json.loads, default=None, help="JSON list of the 7 sequence widths")
-    args = ap.parse_args(argv)
+    ap.add_argument("--n-categories", type=int, default=6,
+                    help="latent campaign kinds (each with its own click model)")
+    ap.add_argument("--max-idxs", type=json.loads, default=None,
+                    help="JSON [[7 static], [7 sequence], [6 ad]] vocabulary sizes (default: config.yaml's)")
+    ap.add_argument("--widths", type=json.loads, default=None,
+                    help="JSON list of the 7 sequence widths (default: the Tencent data's)")
+    return ap
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    existing = [f for f in FILES if os.path.exists(os.path.join(args.out, f))]
+    if existing and not args.force:
+        sys.exit(f"{args.out}: already holds data ({', '.join(existing[:2])}, ...); pass --force to overwrite it "
+                 f"or choose another --out")
 
     start = time.perf_counter()
     s = generate(args.out, seed=args.seed, max_idxs=args.max_idxs, widths=args.widths, n_train=args.n_train,

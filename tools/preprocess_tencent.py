@@ -58,6 +58,7 @@ from metaheac.errors import DataError  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
 from metaheac.schema import schema_from_config  # noqa: E402
 from metaheac.store import open_store  # noqa: E402
+from tools.utils.config import HelpFormatter  # noqa: E402
 from tools.utils.progress import Progress  # noqa: E402
 
 logger = logging.getLogger("metaheac.preprocess")
@@ -754,9 +755,10 @@ def _log_summary(summary, out_dir):
                 ", ".join(f"{k} {v}s" for k, v in summary["seconds"].items() if k != "total"))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parser():
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+        epilog="example:\n  python tools/preprocess_tencent.py --raw-dir raw --out-dir data_big")
     ap.add_argument("--raw-dir", required=True, help=f"directory with {AD_FILE}, {USER_FILE}, {SEED_FILE}, "
                                                      f"{CANDIDATE_FILE}")
     ap.add_argument("--out-dir", required=True, help="output directory (train/, test_hot/, test_cold/)")
@@ -773,6 +775,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2021, help="seed of the train/test campaign split")
     ap.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
     ap.add_argument("--progress-every", type=int, default=1_000_000, help=f"log progress every N {USER_FILE} lines")
+    return ap
+
+
+def main(argv=None):
+    ap = parser()
     args = ap.parse_args(argv)
     if not 0.0 < args.test_fraction < 1.0:
         ap.error("--test-fraction must be in (0, 1)")

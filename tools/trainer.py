@@ -4,10 +4,11 @@
 
 Loads dygraph_model.py and the reader named by runner.train_reader_path from
 the config's directory, runs runner.epochs epochs of ceil(rows / batch_size)
-meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams.
-Before the first meta-batch it locks model_save_path (one run per
-directory), cleans the leftovers of killed writes, refuses another run's
-checkpoints (runner.overwrite) and checks there is room for a checkpoint.
+meta-batches, logs progress and writes <model_save_path>/<epoch>/rec.pdparams
+and the loss curve <model_save_path>/train.png. Before the first meta-batch it
+locks model_save_path (one run per directory), cleans the leftovers of killed
+writes, refuses another run's checkpoints (runner.overwrite) and checks there
+is room for a checkpoint.
 """
 import contextlib
 import math
@@ -110,6 +111,14 @@ class Run:
             raise ConfigError(f"{os.path.join(root, str(name))}: checkpoint not written ({exc.strerror}); the "
                               f"earlier checkpoints are intact. Free space in runner.model_save_path or choose "
                               f"another, then resume from the last one with -o runner.model_init_path") from None
+
+    def draw_curve(self, step_losses, epoch_ends, epoch_losses):
+        """<model_save_path>/train.png, redrawn after every epoch (rank 0, runner.report_png)."""
+        from tools.utils.report import draw_training
+
+        if self.rank == 0 and self.config["runner.report_png"]:
+            draw_training(os.path.join(self.config["runner.model_save_path"], "train.png"), step_losses,
+                          epoch_ends, epoch_losses, self.first_epoch)
 
 
 def _claim(root):
@@ -251,20 +260,22 @@ def train(config):
     samples, seconds, loss (the last epoch's mean), epoch_losses, step_losses
     (every meta-step's loss), model_save_path, model."""
     run = _start(config)
-    run_start, total_samples, epoch_losses, step_losses = time.perf_counter(), 0, [], []
+    run_start, total_samples, epoch_losses, step_losses, epoch_ends = time.perf_counter(), 0, [], [], []
     with runtime.StopOnSignal() as stop, contextlib.closing(run):
         for epoch in range(run.first_epoch, config["runner.epochs"]):
             epoch_start = time.perf_counter()
             losses, samples = _epoch(run, epoch, stop)
             finite = [x for x in losses if math.isfinite(x)]
             epoch_losses.append(sum(finite) / max(len(finite), 1))
+            step_losses += losses
+            epoch_ends.append(len(step_losses))
             path = run.save(epoch, epoch, True, len(losses))
             took = time.perf_counter() - epoch_start
             skipped = len(losses) - len(finite)
             log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %s (%.0f samples/s), saved %s",
                      epoch, len(losses), f" ({skipped} skipped)" if skipped else "", epoch_losses[-1],
                      duration(took), samples / took, path)
-            step_losses += losses
+            run.draw_curve(step_losses, epoch_ends, epoch_losses)
             total_samples += samples
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
@@ -276,8 +287,13 @@ def train(config):
             "model_save_path": config["runner.model_save_path"], "model": run.model}
 
 
+def parser():
+    return runtime.cli_parser("MetaHeac meta-training: checkpoints and train.png under runner.model_save_path",
+                              "python tools/trainer.py -m config.yaml -o runner.epochs=2")
+
+
 def main(argv=None):
-    return runtime.run_cli("MetaHeac meta-training", train, argv)
+    return runtime.run_cli(parser(), lambda config, args: train(config), argv)
 
 
 if __name__ == "__main__":

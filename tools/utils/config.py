@@ -5,6 +5,7 @@ declares (metaheac/config.py SPEC), with the right type; a typo is an error
 that names the key. This module must not import paddle: the trainer reads the
 config first and sets thread variables before paddle is imported.
 """
+import argparse
 import os
 
 import yaml
@@ -103,8 +104,24 @@ def resolved_yaml(config):
     return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True)
 
 
-def add_cli_args(parser, example="-o runner.seed=7"):
-    parser.add_argument("-m", "--config_yaml", required=True, help="config YAML")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help that shows each option's default, unless its help states one
+    ("(default ...") or there is none, and keeps the description and the
+    example epilog as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_cli_args(parser):
+    """The options every model command line shares: config, overrides, verbosity, log file."""
+    parser.add_argument("-m", "--config_yaml", required=True, help="config YAML (e.g. config.yaml)")
     parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                        help=f"override any config key, e.g. {example}")
+                        help="override config keys (typed YAML values); every key is in docs/configs.md")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show third-party warnings and Paddle's own log lines (hidden by default)")
+    parser.add_argument("--log-file", default=None, metavar="PATH",
+                        help="also write the log to PATH (default: stderr only; the log always goes to stderr)")
     return parser

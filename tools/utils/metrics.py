@@ -1,4 +1,6 @@
-"""Ranking metrics for audience expansion: AUC, GAUC, precision/recall at top k."""
+"""Ranking metrics for audience expansion: AUC, GAUC, precision/recall at top
+k, lift and cumulative gains (what a marketer reads: target the top X%, reach
+this share of the converters, this many times better than random)."""
 import math
 
 import numpy as np
@@ -15,6 +17,13 @@ def auc(labels, scores):
     return float(roc_auc_score(labels, scores))
 
 
+def top_count(fraction, n):
+    """ceil(fraction * n), at least 1: the size of the top `fraction` of n
+    candidates. Rounded first so that float error (0.05 * 60 = 3.0000000000000004)
+    does not add a candidate."""
+    return max(1, math.ceil(round(fraction * n, 9)))
+
+
 def precision_recall_at(labels, scores, fraction=0.05):
     """Precision and recall of the top ceil(fraction * n) candidates by score.
 
@@ -25,11 +34,53 @@ def precision_recall_at(labels, scores, fraction=0.05):
     n = labels.size
     if n == 0:
         return None, None
-    k = max(1, math.ceil(fraction * n))
+    k = top_count(fraction, n)
     top = np.argsort(-np.asarray(scores), kind="stable")[:k]
     hits = float(labels[top].sum())
     positives = float(labels.sum())
     return hits / k, (hits / positives if positives > 0 else None)
+
+
+LIFT_FRACTIONS = (0.01, 0.05, 0.10, 0.20)
+# shares of candidates targeted at which the gains curve is kept: 0%, 1%, ..., 100%
+GAINS_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def lift_key(fraction):
+    """0.05 -> 'lift@5%' (the campaigns.csv / metrics.json column)."""
+    return f"lift@{fraction:.0%}"
+
+
+def lifts(labels, scores):
+    """{lift@k: precision in the top ceil(k * n) / the base positive rate} for
+    k in LIFT_FRACTIONS, ties as in precision_recall_at. 1 is random, 1/k the
+    most possible; None without positives."""
+    labels = np.asarray(labels)
+    base = labels.mean() if labels.size else 0.0
+    out = {}
+    for fraction in LIFT_FRACTIONS:
+        precision, _ = precision_recall_at(labels, scores, fraction)
+        out[lift_key(fraction)] = float(precision / base) if base > 0 else None
+    return out
+
+
+def gains(labels, scores):
+    """Cumulative gains: the share of the positives among the top ceil(f * n)
+    candidates, for f in GAINS_GRID (stable order, as precision_recall_at);
+    None without positives."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.size == 0 or labels.sum() == 0:
+        return None
+    reached = np.concatenate([[0.0], np.cumsum(labels[np.argsort(-np.asarray(scores), kind="stable")])])
+    top = [0] + [top_count(f, labels.size) for f in GAINS_GRID[1:]]
+    return reached[top] / labels.sum()
+
+
+def mean_gains(campaigns):
+    """The gains curve averaged over campaigns [(labels, scores)] with positives:
+    each campaign targets its own top f (a list over GAINS_GRID), or None."""
+    curves = [g for g in (gains(labels, scores) for labels, scores in campaigns) if g is not None]
+    return [round(float(x), 5) for x in np.mean(curves, axis=0)] if curves else None
 
 
 def _mean(values):
@@ -41,7 +92,8 @@ def summarize(campaigns, labels, scores):
     """Global metrics from per-campaign results and the pooled candidates.
 
     auc: over all candidates pooled; gauc: mean per-campaign AUC over the
-    campaigns where it is defined; precision/recall@5%: mean over campaigns.
+    campaigns where it is defined; precision/recall@5% and lift@k: mean over
+    campaigns.
     """
     return {
         "campaigns": len(campaigns),
@@ -51,6 +103,7 @@ def summarize(campaigns, labels, scores):
         "gauc": _mean(c["auc"] for c in campaigns),
         "precision@5%": _mean(c["precision@5%"] for c in campaigns),
         "recall@5%": _mean(c["recall@5%"] for c in campaigns),
+        **{key: _mean(c.get(key) for c in campaigns) for key in map(lift_key, LIFT_FRACTIONS)},
     }
 
 

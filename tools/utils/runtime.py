@@ -1,5 +1,6 @@
-"""Process set-up shared by the trainer and infer: logging, threads, seeds,
-device, and loading the model package's modules from the config directory."""
+"""Process set-up shared by the command lines (trainer, infer, export,
+expand): parser, quiet third-party output, logging, threads, seeds, device,
+and loading the model package's modules from the config directory."""
 import argparse
 import importlib.util
 import logging
@@ -8,15 +9,46 @@ import random
 import signal
 import sys
 import threading
+import warnings
 
 from metaheac.errors import ConfigError, DataError
-from tools.utils.config import add_cli_args, load_config
+from tools.utils.config import HelpFormatter, add_cli_args, load_config
 
 logger = logging.getLogger("metaheac")
 
+# Third-party warnings every normal run would print, none of them actionable:
+# Paddle's at import (no ccache: only matters when compiling C++ extensions)
+# and from its own full_like while jit.save traces the network.
+KNOWN_WARNINGS = ("No ccache found", "Tensor do not have 'place' interface for pir graph mode")
 
-def setup_logging():
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO, force=True)
+
+def quiet_third_party(verbose=False):
+    """Hide the known third-party warnings and Paddle's C++ (glog) warnings,
+    such as jit.save's 'Paddle static graph(PIR) not support input out
+    tensor'; `verbose` shows everything. Must run before paddle is imported:
+    the ccache warning comes at import, and glog reads GLOG_minloglevel when
+    libpaddle loads."""
+    if verbose:
+        os.environ["GLOG_minloglevel"] = "0"
+        return
+    for message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    os.environ.setdefault("GLOG_minloglevel", "2")  # glog errors still show; a level set by the user wins
+
+
+def setup_logging(log_file=None):
+    """Log to stderr and, with `log_file`, to that file too (rank N of a
+    multi-process run writes <log_file>.rank<N>, so ranks do not interleave).
+    Remaining Python warnings go through the log as well."""
+    handlers = [logging.StreamHandler()]
+    if log_file:
+        rank = int(os.environ.get("PADDLE_TRAINER_ID", 0))
+        path = log_file if rank == 0 else f"{log_file}.rank{rank}"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO, handlers=handlers,
+                        force=True)
+    logging.captureWarnings(True)
 
 
 def configure_threads(config):
@@ -75,22 +107,31 @@ def list_files(directory, key):
                   if os.path.isfile(os.path.join(directory, f)))
 
 
-def run_cli(description, job, argv=None, add_args=None):
-    """Parse -m/-o (and the tool's own options, if `add_args`), load the
-    config, set threads, run `job(config)` (or `job(config, args)`).
+def cli_parser(description, example, add_args=None):
+    """The parser of a model command line: -m, -o, -v, --log-file, the tool's
+    own options (`add_args(parser)`) and `example`, a command that applies to it."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter,
+                                     epilog=f"example:\n  {example}")
+    add_cli_args(parser)
+    if add_args:
+        add_args(parser)
+    return parser
+
+
+def run_cli(parser, job, argv=None):
+    """Parse the command line, quiet third-party output, set up the log, load
+    the config, set threads and run `job(config, args)`.
 
     Bad config, bad data and missing files end with their message and a
     non-zero exit (2 for config errors), not a traceback.
     """
-    parser = add_cli_args(argparse.ArgumentParser(description=description))
-    if add_args:
-        add_args(parser)
     args = parser.parse_args(argv)
-    setup_logging()
+    quiet_third_party(args.verbose)
+    setup_logging(args.log_file)
     try:
         config = load_config(args.config_yaml, args.opt)
         configure_threads(config)
-        return job(config, args) if add_args else job(config)
+        return job(config, args)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         logger.error("%s%s", rank_prefix(), exc)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
