@@ -32,23 +32,31 @@ class Pool:
             raise DataError(f"{path}: no rows. Fix: give a pool with at least one user")
 
     def _frames(self, chunk_rows):
-        """(first pool position, DataFrame of at most chunk_rows users)."""
+        """(first pool position, DataFrame of at most chunk_rows users, {id-list
+        column: [n, width] array} for the lists read straight from Arrow)."""
         if not is_parquet(self.path):
             for start in range(0, self.size, chunk_rows):
-                yield start, self.frame.iloc[start:start + chunk_rows]
+                yield start, self.frame.iloc[start:start + chunk_rows], {}
             return
         start = 0
         for batch in self.parquet.iter_batches(batch_size=chunk_rows, columns=self.needed):
-            frame = batch.to_pandas()
+            lists = {}
+            for name, column in zip(batch.schema.names, batch.columns):
+                if hasattr(column, "flatten") and column.null_count == 0:
+                    widths = np.diff(column.offsets.to_numpy())
+                    if widths.size and (widths == widths[0]).all():
+                        # one flat copy instead of one numpy object per cell (pandas' way)
+                        lists[name] = column.flatten().to_numpy().reshape(len(column), int(widths[0]))
+            frame = batch.drop_columns(list(lists)).to_pandas()
             frame.index += start  # error messages name the pool's row
-            yield start, frame
+            yield start, frame, lists
             start += len(frame)
 
     def chunks(self, chunk_rows):
         """Yield (positions [n] int64, user ids [n] int64, user feature ids
         [n, Fs + W] int32, lengths [n, Fq] int32), validated like any split."""
-        for start, frame in self._frames(chunk_rows):
-            ids, lengths = user_arrays(frame, self.schema, self.path)
+        for start, frame, lists in self._frames(chunk_rows):
+            ids, lengths = user_arrays(frame, self.schema, self.path, lists)
             yield (np.arange(start, start + len(frame), dtype=np.int64),
                    _int_column(frame, self.schema.user_id_col, self.path), ids, lengths)
 

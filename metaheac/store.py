@@ -13,6 +13,7 @@ the source's size and mtime and the schema signature, so a changed source or
 schema is detected and converted again. The arrays load with
 ``allow_pickle=False``.
 """
+import gc
 import hashlib
 import json
 import logging
@@ -123,13 +124,18 @@ def read_dataframe(path, columns=None):
         raise DataError(f"{path}: file is empty; regenerate or re-download it")
     if is_parquet(path):
         return _parquet_frame(path, columns)
-    try:
+    gc_was_on = gc.isenabled()
+    gc.disable()  # unpickling makes millions of array objects (one per list cell); collecting while it runs
+    try:          # only rescans them (measured: 24 s -> 10 s for a 500k-user pool)
         with open(path, "rb") as f:
             df = pd.read_pickle(f)
     except (pickle.UnpicklingError, EOFError, ValueError, ImportError, AttributeError) as exc:
         raise DataError(f"{path}: cannot be read as a pickled pandas DataFrame "
                         f"({type(exc).__name__}: {exc}); the file may be truncated or of another "
                         f"format: regenerate or re-download it") from None
+    finally:
+        if gc_was_on:
+            gc.enable()
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{path}: holds a {type(df).__name__}, expected a pandas DataFrame "
                         f"with one row per (campaign, user) example")
@@ -187,14 +193,11 @@ def _check_range(values, vocab, path, col, index):
               f"{int(values.max()) + 1}, or re-encode the ids", index[rows[0]])
 
 
-def _sequence_column(df, field, path):
-    cells = df[field.name].to_numpy()
-    try:
-        arr = np.stack([np.asarray(c) for c in cells])
-    except ValueError:
-        widths = sorted({len(c) if hasattr(c, "__len__") else -1 for c in cells[:10000]})
-        _fail(path, field.name, f"list cells of different widths {widths[:5]}",
-              f"pad every list to width {field.width}")
+def _sequence_column(df, field, path, lists=None):
+    if lists and field.name in lists:  # already [n, width] (read from Arrow)
+        arr = lists[field.name]
+    else:
+        arr = _stack_cells(df[field.name].to_numpy(), field, path)
     if arr.ndim != 2 or arr.shape[1] != field.width:
         _fail(path, field.name, f"list cells have shape {arr.shape[1:]}, expected ({field.width},)",
               f"pad/truncate lists to width {field.width} or set this field's width in the config")
@@ -205,6 +208,16 @@ def _sequence_column(df, field, path):
     elif arr.dtype.kind not in "iu":
         _fail(path, field.name, f"list cells hold {arr.dtype}, expected integer ids", "store integer ids")
     return arr.astype(np.int64)
+
+
+def _stack_cells(cells, field, path):
+    """Cells holding one id array each -> [n, width]."""
+    try:
+        return np.stack([np.asarray(c) for c in cells])
+    except ValueError:
+        widths = sorted({len(c) if hasattr(c, "__len__") else -1 for c in cells[:10000]})
+        _fail(path, field.name, f"list cells of different widths {widths[:5]}",
+              f"pad every list to width {field.width}")
 
 
 def check_columns(df_columns, needed, path):
@@ -224,9 +237,10 @@ def user_columns(schema):
     return [f.name for f in schema.static + schema.sequence] + [f.length_col for f in schema.sequence]
 
 
-def user_arrays(df, schema, path):
+def user_arrays(df, schema, path, lists=None):
     """The validated user features of a frame: ids [n, Fs + W] int32 in schema
-    column order and sequence lengths [n, Fq] int32."""
+    column order and sequence lengths [n, Fq] int32. lists: id-list columns
+    already as [n, width] arrays, in place of the frame's cells."""
     n, index = len(df), df.index
     ids = np.empty((n, len(schema.static) + schema.seq_width), dtype=np.int32)
     lengths = np.empty((n, len(schema.sequence)), dtype=np.int32)
@@ -242,7 +256,7 @@ def user_arrays(df, schema, path):
         if bad.size:
             _fail(path, f.length_col, f"length {length[bad[0]]} outside [0, {f.width}]",
                   f"lengths count the real ids in {f.name!r} and cannot exceed its width {f.width}", index[bad[0]])
-        arr = _sequence_column(df, f, path)
+        arr = _sequence_column(df, f, path, lists)
         # Padding is masked out by the model; its value is irrelevant, so zero it
         # rather than reject common conventions such as -1 or vocab_size.
         valid = np.arange(f.width)[None, :] < length[:, None]

@@ -4,13 +4,13 @@ this share of the converters, this many times better than random)."""
 import math
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def auc(labels, scores):
     """ROC AUC, or None without labels or when only one class is present (undefined)."""
     if labels is None:
         return None
+    from sklearn.metrics import roc_auc_score  # imported on use: it costs a second at start-up
     labels = np.asarray(labels)
     if labels.size == 0 or labels.min() == labels.max():
         return None
