@@ -211,14 +211,10 @@ def evaluate(config):
     return results
 
 
-def parser():
-    return runtime.cli_parser("MetaHeac per-campaign fine-tuning and evaluation: metrics.json, campaigns.csv,\n"
-                              "audience/<aid>.csv and report.png in runner.output_dir",
-                              "python infer.py -m config.yaml -o runner.test_data_dir=data/test_cold")
-
-
-def main(argv=None):
-    return runtime.run_cli(parser(), lambda config, args: evaluate(config), argv)
+parser, main = runtime.Cli("MetaHeac per-campaign fine-tuning and evaluation: metrics.json, campaigns.csv,\n"
+                           "audience/<aid>.csv and report.png in runner.output_dir",
+                           "python infer.py -m config.yaml -o runner.test_data_dir=data/test_cold",
+                           lambda config, args: evaluate(config)).bound()
 
 
 if __name__ == "__main__":

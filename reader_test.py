@@ -9,7 +9,6 @@ may come without labels. Campaigns present in one stage only cannot be
 evaluated; they are listed in ``self.unmatched`` and logged, never fatal.
 """
 import logging
-import os
 
 import numpy as np
 from paddle.io import IterableDataset
@@ -25,10 +24,8 @@ class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
         config = with_defaults(config)
-        where = os.path.dirname(file_list[0]) if file_list else config.get("runner.test_data_dir")
-        self.schema = schema_from_config(config)
-        cache_dir = config.get("runner.cache_dir")
-        seeds, candidates = split_files(file_list, "test", (1, 2), where)
+        self.schema, cache_dir = schema_from_config(config), config.get("runner.cache_dir")
+        seeds, candidates = split_files(file_list, "test", (1, 2), config.get("runner.test_data_dir"))
         self.stage1 = open_store(seeds, self.schema, cache_dir)
         self.stage2 = open_store(candidates, self.schema, cache_dir, labelled=False)
         aids1, aids2 = set(self.stage1.task_aids.tolist()), set(self.stage2.task_aids.tolist())

@@ -13,7 +13,6 @@ Campaigns are drawn with probability set by hyper_parameters.task_sampling:
 """
 import logging
 import math
-import os
 
 import numpy as np
 from paddle.io import IterableDataset
@@ -30,8 +29,7 @@ class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
         config = with_defaults(config)
-        where = os.path.dirname(file_list[0]) if file_list else config.get("runner.train_data_dir")
-        files = split_files(file_list, "train", (1,), where)
+        files = split_files(file_list, "train", (1,), config.get("runner.train_data_dir"))
         self.schema = schema_from_config(config)
         self.batch_size = config["hyper_parameters.batch_size"]
         self.task_count = config["hyper_parameters.task_count"]

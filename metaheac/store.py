@@ -34,11 +34,13 @@ _ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "user_ids", "has_u
            "task_offsets")
 
 
-def split_files(file_list, split, stages, where):
-    """The paths of a split's stages among `file_list`: `<split>_stage<k>` with
-    one suffix of DATA_SUFFIXES (.pkl or .parquet), or one `<prefix>_stage<k>`
-    set as PaddleRec's download script names them (`test_hot_stage1.pkl`).
-    Other data files (backups, copies) are not read; a warning names them."""
+def split_files(file_list, split, stages, data_dir):
+    """The paths of a split's stages among `file_list` (the files of
+    `data_dir`): `<split>_stage<k>` with one suffix of DATA_SUFFIXES (.pkl or
+    .parquet), or one `<prefix>_stage<k>` set as PaddleRec's download script
+    names them (`test_hot_stage1.pkl`). Other data files (backups, copies)
+    are not read; a warning names them."""
+    where = os.path.dirname(file_list[0]) if file_list else data_dir
     by_name = {os.path.basename(f): f for f in file_list}
     found = sorted(n for n in by_name if n.endswith(DATA_SUFFIXES))
     for suffix in DATA_SUFFIXES:

@@ -96,14 +96,9 @@ def add_args(parser):
                         help="checkpoint epoch under runner.infer_load_path (default: runner.infer_end_epoch - 1)")
 
 
-def parser():
-    return runtime.cli_parser("Rank a pool of users for one or more campaigns (audience expansion)",
-                              "python tools/expand.py -m config.yaml --seeds seeds.parquet --candidates pool.parquet "
-                              "--out audiences/ -o runner.audience_count=1000", add_args)
-
-
-def main(argv=None):
-    return runtime.run_cli(parser(), expand, argv)
+parser, main = runtime.Cli("Rank a pool of users for one or more campaigns (audience expansion)",
+                           "python tools/expand.py -m config.yaml --seeds seeds.parquet --candidates pool.parquet "
+                           "--out audiences/ -o runner.audience_count=1000", expand, add_args).bound()
 
 
 if __name__ == "__main__":

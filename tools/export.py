@@ -75,14 +75,9 @@ def add_args(parser):
     parser.add_argument("--out", default=None, help="output directory (default: <checkpoint>/export)")
 
 
-def parser():
-    return runtime.cli_parser("Export MetaHeac for serving (paddle.jit.save)",
-                              "python tools/export.py -m config.yaml --seeds seeds.pkl --out served "
-                              "-o runner.infer_load_path=output_model", add_args)
-
-
-def main(argv=None):
-    return runtime.run_cli(parser(), export, argv)
+parser, main = runtime.Cli("Export MetaHeac for serving (paddle.jit.save)",
+                           "python tools/export.py -m config.yaml --seeds seeds.pkl --out served "
+                           "-o runner.infer_load_path=output_model", export, add_args).bound()
 
 
 if __name__ == "__main__":

@@ -287,13 +287,9 @@ def train(config):
             "model_save_path": config["runner.model_save_path"], "model": run.model}
 
 
-def parser():
-    return runtime.cli_parser("MetaHeac meta-training: checkpoints and train.png under runner.model_save_path",
-                              "python tools/trainer.py -m config.yaml -o runner.epochs=2")
-
-
-def main(argv=None):
-    return runtime.run_cli(parser(), lambda config, args: train(config), argv)
+parser, main = runtime.Cli("MetaHeac meta-training: checkpoints and train.png under runner.model_save_path",
+                           "python tools/trainer.py -m config.yaml -o runner.epochs=2",
+                           lambda config, args: train(config)).bound()
 
 
 if __name__ == "__main__":

@@ -118,6 +118,24 @@ def cli_parser(description, example, add_args=None):
     return parser
 
 
+class Cli:
+    """A model command line: `main(argv)` parses it (cli_parser) and runs
+    `job(config, args)` (run_cli); `parser()` is there for --help checks."""
+
+    def __init__(self, description, example, job, add_args=None):
+        self.description, self.example, self.job, self.add_args = description, example, job, add_args
+
+    def parser(self):
+        return cli_parser(self.description, self.example, self.add_args)
+
+    def main(self, argv=None):
+        return run_cli(self.parser(), self.job, argv)
+
+    def bound(self):
+        """(parser, main): a tool module's two entry points."""
+        return self.parser, self.main
+
+
 def run_cli(parser, job, argv=None):
     """Parse the command line, quiet third-party output, set up the log, load
     the config, set threads and run `job(config, args)`.
