@@ -185,3 +185,17 @@ def test_paddlerec_trainer_drives_the_package(tmp_path):
     metrics = json.loads((model_dir / "evaluated" / "metrics.json").read_text())
     assert metrics["checkpoint"] == str(model_dir / "output_model_paddlerec" / "0" / "rec.pdparams")
     assert metrics["summary"]["campaigns"] == 2 and 0 < metrics["summary"]["gauc"] < 1
+
+
+def test_model_files_never_import_tools():
+    """In PaddleRec's tree `tools` is PaddleRec's package: the model side must not import ours."""
+    import ast
+    import glob
+
+    files = [os.path.join(ROOT, n) for n in ("net.py", "dygraph_model.py", "reader_train.py", "reader_test.py",
+                                             "reader_infer.py")] + glob.glob(os.path.join(ROOT, "metaheac", "*.py"))
+    for path in files:
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n == "tools" or n.startswith("tools.") for n in names), f"{path} imports {names}"
