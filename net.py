@@ -61,6 +61,10 @@ class MetaHeacNet(nn.Layer):
         # campaign id) have an untrained embedding at test time: noise to the gate.
         self.gate_positions = schema.gate_positions(gate_fields)
         gate_in = (len(self.gate_positions) + 1) * E
+        # Table rows of the ad ids meta-training saw (set by the trainer, saved
+        # with the checkpoint): routing by the seeds picks only among them, as
+        # an unseen id's gate rows were never trained. None: unknown, any row.
+        self.trained_ad_rows = None
 
         # Each parameter's group (embedding, wide, gate, expert, critic) is named
         # where it is created: learning-rate multipliers and what fine-tuning

@@ -43,6 +43,10 @@ class RecDataset(IterableDataset):
                       for a, b in zip(s.task_offsets[:-1], s.task_offsets[1:])]
         sizes = np.array([b - a for _, a, b in self.tasks], dtype=np.float64)
         self.num_rows = int(sizes.sum())
+        # table rows of every ad id (and cross) of the training campaigns: the ids routing may pick
+        first_ad = len(self.schema.static) + self.schema.seq_width
+        firsts = [self.schema.table_rows(np.asarray(s.ids[s.task_offsets[:-1]])) for s in self.stores]  # [T, C']
+        self.ad_rows = sorted({int(r) for rows in firsts for r in rows[:, first_ad:].ravel()})
         weights = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}
         w = weights[config["hyper_parameters.task_sampling"]]
         self.task_probs = w / w.sum()

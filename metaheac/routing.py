@@ -9,6 +9,7 @@ from metaheac.loss import EPS
 logger = logging.getLogger(__name__)
 
 ROUTE_MAX_SEEDS = 2048  # routing reads at most this many seeds of a campaign (its cost is bounded)
+CHECK_MIN_SEEDS = 10    # from this many seeds on, a route chosen on half of them must hold on the other half
 
 
 def describe_route(route):
@@ -16,8 +17,9 @@ def describe_route(route):
     ('' when not re-routed)."""
     if not route:
         return ""
+    margin = "" if route["margin"] is None else f", held-out margin {route['margin']:.3f} nats/seed"
     return (f"{route['field']} {route['own_label']} -> {route['label']} "
-            f"(own ids {100 * route['own_probability']:.1f}%)")
+            f"(own ids {100 * route['own_probability']:.1f}%{margin})")
 
 
 def gate_columns(net):
@@ -42,6 +44,13 @@ def choose_route(net, stage1, prior):
     1 - prior, the alternatives share `prior`, and the seeds' likelihood under
     the meta-learned model decides (maximum a posteriori), read on at most
     ROUTE_MAX_SEEDS evenly spaced seeds. prior 0: off.
+
+    The alternatives are the ids meta-training saw (net.trained_ad_rows): an
+    unseen id's gate rows are still their random start. From CHECK_MIN_SEEDS
+    seeds on, the route is chosen on every other seed and kept only if it
+    also beats the campaign's own ids on the rest ("margin": that gain in
+    log-likelihood per held-out seed), so a route that merely fits the seeds
+    it was chosen on is dropped.
     """
     if prior <= 0:
         return None
@@ -73,8 +82,9 @@ def _map_route(net, stage1, prior):
     for j, (col, field) in enumerate(gate_columns(net)):
         values, counts = np.unique(rows[:, col], return_counts=True)
         own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
+        allowed = net.trained_ad_rows
         for row in range(field.offset, field.offset + field.vocab_size):
-            if row != own:
+            if row != own and (allowed is None or row in allowed):
                 routes.append((j, row))
                 alternatives.append((field, own, row))
     if len(routes) == 1:
@@ -82,17 +92,26 @@ def _map_route(net, stage1, prior):
     with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows
         prob = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes)
     p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                          # [R, n]
-    log_likelihood = (labels * np.log(p) + (1.0 - labels) * np.log1p(-p)).sum(axis=1)
+    per_seed = labels * np.log(p) + (1.0 - labels) * np.log1p(-p)                         # [R, n]
     log_prior = np.full(len(routes), np.log(prior / (len(routes) - 1)))
     log_prior[0] = np.log1p(-prior)
-    log_post = log_likelihood + log_prior
+    checked = labels.size >= CHECK_MIN_SEEDS
+    chosen_on = per_seed[:, ::2] if checked else per_seed
+    log_post = chosen_on.sum(axis=1) + log_prior
     posterior = np.exp(log_post - log_post.max())
     posterior /= posterior.sum()
     best = int(posterior.argmax())
     if best == 0:
         return None
+    margin = None
+    if checked:
+        held_out = per_seed[:, 1::2]
+        gain = held_out[best].sum() - held_out[0].sum()
+        margin = float(gain / held_out.shape[1])
+        if gain + log_prior[best] - log_prior[0] <= 0:  # the route does not hold on seeds it was not chosen on
+            return None
     field, own, row = alternatives[best]
     own_id, new_id = own - field.offset, row - field.offset
     return {"field": field.name, "own_row": own, "row": row, "own_id": own_id, "id": new_id,
             "own_label": net.schema.id_label(field, own_id), "label": net.schema.id_label(field, new_id),
-            "own_probability": float(posterior[0])}
+            "own_probability": float(posterior[0]), "margin": margin}

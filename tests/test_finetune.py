@@ -200,6 +200,18 @@ def test_seeds_route_a_campaign_whose_gate_id_misdescribes_it(tiny_config):
     np.testing.assert_array_equal(state["gate_table"].numpy()[cat.offset + 1], net.gate_table.numpy()[cat.offset + 2])
 
 
+def test_routing_never_picks_an_id_training_did_not_see(tiny_config):
+    """Only the ad rows of meta-training's campaigns are candidates: the id
+    that fits the seeds best (2) is left out when training never saw it."""
+    config, net, stage1, cat = routed_setup(tiny_config, truth=1, route_prior=0.1)
+    first = run(config, net, stage1).route
+    assert first["id"] == 2 and first["margin"] > 0  # held out: every other seed
+    assert run(config, net, stage1).route == first  # deterministic
+    net.trained_ad_rows = {r for r in range(net.schema.num_rows) if r != cat.offset + 2}
+    route = run(config, net, stage1).route
+    assert route is None or route["row"] in net.trained_ad_rows
+
+
 def test_routing_keeps_a_well_described_campaign_and_is_off_by_default(tiny_config):
     config, net, stage1, _ = routed_setup(tiny_config, truth=0, route_prior=0.1)
     assert run(config, net, stage1).route is None  # its own id fits its seeds best
@@ -261,3 +273,25 @@ def test_a_one_class_seed_set_is_not_routed(tiny_config, caplog):
     stage1 = {**stage1, "labels": np.ones_like(stage1["labels"]), "aid": 42}
     assert run(config, net, stage1).route is None
     assert "campaign 42: its 300 seeds are all positive" in caplog.text
+
+
+def test_training_campaigns_ad_rows_travel_with_the_checkpoint(tiny_config, tmp_path):
+    """The reader lists the ad rows of the training campaigns; the trainer saves
+    them in state.json and loading a checkpoint gives them to the network."""
+    from reader_train import RecDataset
+    from tools.utils.checkpoint import load_checkpoint, save_checkpoint
+
+    config, net, _ = setup(tiny_config)
+    schema = net.schema
+    frame = make_frame(schema, np.random.default_rng(4), [6, 5, 7])
+    frame.to_pickle(tmp_path / "train_stage1.pkl")
+    reader = RecDataset([str(tmp_path / "train_stage1.pkl")], config)
+    ad = [f for f in schema.data_ad]
+    expected = {f.offset + int(v) for f in ad for v in frame[f.name].unique()}
+    assert set(reader.ad_rows) == expected
+    save_checkpoint(str(tmp_path / "ck"), 0, net, None, config, {"epoch": 0, "complete": True,
+                                                                 "trained_ad_rows": reader.ad_rows})
+    fresh = DygraphModel().create_model(config)
+    assert fresh.trained_ad_rows is None
+    load_checkpoint(str(tmp_path / "ck" / "0"), fresh)
+    assert fresh.trained_ad_rows == expected

@@ -86,6 +86,7 @@ class Run:
                          config["runner.epochs"] - 1)
             # a resumed run keeps its id: its epochs, before and after the interruption, are one run
             self.run_id = (state or {}).get("run_id") or new_run_id()
+            self.model.trained_ad_rows = set(self.dataset.ad_rows)  # saved with each checkpoint
             if rank == 0:
                 _make_room(config, self.run_id, self.first_epoch)
                 _check_space(config["runner.model_save_path"], self.model)
@@ -106,7 +107,7 @@ class Run:
         try:
             return save_checkpoint(root, name, self.model, self.optimizer, self.config,
                                    {"epoch": epoch, "complete": complete, "meta_batches_done": done,
-                                    "run_id": self.run_id})
+                                    "run_id": self.run_id, "trained_ad_rows": self.dataset.ad_rows})
         except OSError as exc:
             raise ConfigError(f"{os.path.join(root, str(name))}: checkpoint not written ({exc.strerror}); the "
                               f"earlier checkpoints are intact. Free space in runner.model_save_path or choose "

@@ -152,6 +152,9 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
                             f"mlp_dims, num_expert, num_output and the vocabulary sizes (the config it was "
                             f"trained with is saved beside it)")
     model.set_state_dict(state)
+    trained = (read_state(file) or {}).get("trained_ad_rows")
+    if trained is not None:  # checkpoints of PaddleRec's trainer and older ones do not say: routing may pick any id
+        model.trained_ad_rows = set(trained)
     if optimizer is not None:
         opt_file = os.path.join(os.path.dirname(file), OPT)
         if os.path.isfile(opt_file):
