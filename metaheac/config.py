@@ -69,9 +69,10 @@ SPEC = {
         "finetune_steps": Key(int, None, POSITIVE,
                               "fine-tune Adam steps per campaign (overrides infer_train_epoch)"),
         "route_prior": Key(float, 0.0, BELOW_ONE,
-                           "before fine-tuning, try every other id of each gate field and route the campaign like "
-                           "the one its seeds make most probable; this is the prior probability that its own ids "
-                           "misdescribe it (0: off)"),
+                           "before fine-tuning, try every other id of each gate field that meta-training saw and "
+                           "route the campaign like the one its seeds make most probable (kept only if it also wins "
+                           "on held-out seeds); this is the prior probability that its own ids misdescribe it "
+                           "(0: off)"),
         "output_dir": Key(str, help="infer outputs: metrics.json, campaigns.csv, audience/, report.png "
                                     "(default: <infer_load_path>/<epoch>/infer_<split>)", path=True),
         "metrics_path": Key(str, help="a copy of the infer metrics JSON (output_dir always holds metrics.json)",
