@@ -104,8 +104,9 @@ def test_resume_from_model_init_path(trained):
     after = paddle.load(str(work / "resumed" / "3" / "rec.pdparams"))
     assert not np.allclose(before["expert_w0"].numpy(), after["expert_w0"].numpy())
     state = json.loads((work / "resumed" / "3" / "state.json").read_text())
-    run_id = json.loads((work / "out" / "2" / "state.json").read_text())["run_id"]
-    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 48, "run_id": run_id}  # the same run, resumed
+    earlier = json.loads((work / "out" / "2" / "state.json").read_text())
+    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 48, "run_id": earlier["run_id"],
+                     "trained_ad_rows": earlier["trained_ad_rows"]}  # the same run, resumed, on the same campaigns
 
 
 def test_bad_override_fails_cleanly(trained):
