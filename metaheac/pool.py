@@ -10,7 +10,7 @@ chunk by chunk.
 import numpy as np
 
 from metaheac.errors import DataError
-from metaheac.store import _int_column, check_columns, is_parquet, parquet_file, read_dataframe, user_arrays, \
+from metaheac.store import check_columns, int_column, is_parquet, parquet_file, read_dataframe, user_arrays, \
     user_columns
 
 
@@ -38,11 +38,13 @@ class Pool:
             for start in range(0, self.size, chunk_rows):
                 yield start, self.frame.iloc[start:start + chunk_rows], {}
             return
+        import pyarrow as pa
+
         start = 0
         for batch in self.parquet.iter_batches(batch_size=chunk_rows, columns=self.needed):
             lists = {}
             for name, column in zip(batch.schema.names, batch.columns):
-                if hasattr(column, "flatten") and column.null_count == 0:
+                if pa.types.is_list(column.type) and column.null_count == 0:
                     widths = np.diff(column.offsets.to_numpy())
                     if widths.size and (widths == widths[0]).all():
                         # one flat copy instead of one numpy object per cell (pandas' way)
@@ -58,7 +60,7 @@ class Pool:
         for start, frame, lists in self._frames(chunk_rows):
             ids, lengths = user_arrays(frame, self.schema, self.path, lists)
             yield (np.arange(start, start + len(frame), dtype=np.int64),
-                   _int_column(frame, self.schema.user_id_col, self.path), ids, lengths)
+                   int_column(frame, self.schema.user_id_col, self.path), ids, lengths)
 
 
 def campaign_rows(schema, user_ids, ad_ids):

@@ -130,10 +130,9 @@ class _CompactUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_dataframe(path, columns=None):
+def read_dataframe(path):
     """A processed split as a pandas DataFrame: a pickle (which runs code on
-    load: trusted files only) or a Parquet file (list columns as Parquet lists;
-    only `columns` are read when given)."""
+    load: trusted files only) or a Parquet file (list columns as Parquet lists)."""
     import pandas as pd
 
     if not os.path.isfile(path):
@@ -141,7 +140,7 @@ def read_dataframe(path, columns=None):
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty; regenerate or re-download it")
     if is_parquet(path):
-        return _parquet_frame(path, columns)
+        return parquet_file(path).read().to_pandas()
     gc_was_on = gc.isenabled()
     gc.disable()  # unpickling makes millions of array objects (one per list cell); collecting while it runs
     try:          # only rescans them (measured: 24 s -> 10 s for a 500k-user pool)
@@ -164,7 +163,6 @@ def read_dataframe(path, columns=None):
     return df
 
 
-
 def is_parquet(path):
     return str(path).endswith(".parquet")
 
@@ -181,18 +179,13 @@ def parquet_file(path):
                         f"format: regenerate or re-convert it") from None
 
 
-def _parquet_frame(path, columns=None):
-    names = parquet_file(path).schema_arrow.names
-    table = parquet_file(path).read(columns=[c for c in columns if c in names] if columns else None)
-    return table.to_pandas()
-
-
 def _fail(path, col, problem, fix, row=None):
     at = f" (first at row {row})" if row is not None else ""
     raise DataError(f"{path}: column {col!r}: {problem}{at}. Fix: {fix}")
 
 
-def _int_column(df, col, path):
+def int_column(df, col, path):
+    """Column `col` as int64 ids, or a DataError naming the first bad row."""
     values = df[col].to_numpy()
     if values.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
@@ -268,12 +261,12 @@ def user_arrays(df, schema, path, lists=None):
     lengths = np.empty((n, len(schema.sequence)), dtype=np.int32)
     col = 0
     for f in schema.static:
-        v = _int_column(df, f.name, path)
+        v = int_column(df, f.name, path)
         _check_range(v, f.vocab_size, path, f.name, index)
         ids[:, col] = v
         col += 1
     for i, f in enumerate(schema.sequence):
-        length = _int_column(df, f.length_col, path)
+        length = int_column(df, f.length_col, path)
         bad = np.flatnonzero((length < 0) | (length > f.width))
         if bad.size:
             _fail(path, f.length_col, f"length {length[bad[0]]} outside [0, {f.width}]",
@@ -312,7 +305,7 @@ def convert_frame(df, schema, path, labelled=True):
     index = df.index
 
     if schema.label_col in df.columns:
-        labels = _int_column(df, schema.label_col, path)
+        labels = int_column(df, schema.label_col, path)
         bad = np.flatnonzero((labels != 0) & (labels != 1))
         if bad.size:
             _fail(path, schema.label_col, f"labels must be 0/1, found {labels[bad[0]]}",
@@ -320,14 +313,14 @@ def convert_frame(df, schema, path, labelled=True):
                   index[bad[0]])
     else:
         labels = np.full(n, np.nan)
-    aids = _int_column(df, schema.task_col, path)
+    aids = int_column(df, schema.task_col, path)
 
-    user_ids, lengths = user_arrays(df, schema, path)
+    user_feature_ids, lengths = user_arrays(df, schema, path)
     ids = np.empty((n, schema.num_id_cols), dtype=np.int32)
-    ids[:, :user_ids.shape[1]] = user_ids
-    col = user_ids.shape[1]
+    col = user_feature_ids.shape[1]
+    ids[:, :col] = user_feature_ids
     for f in schema.data_ad:
-        v = _int_column(df, f.name, path)
+        v = int_column(df, f.name, path)
         _check_range(v, f.vocab_size, path, f.name, index)
         ids[:, col] = v
         col += 1
