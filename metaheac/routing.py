@@ -32,7 +32,7 @@ def gate_columns(net):
 def choose_route(net, stage1, prior):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
     {"field", "own_id", "id", "own_label", "label", "own_row", "row",
-    "own_probability"}: give the campaign the gate inputs (the rows of every
+    "own_probability", "margin"}: give the campaign the gate inputs (the rows of every
     row table) of table row `row` (id `id` of gate field `field`) instead of
     its own `own_row`.
 
