@@ -53,7 +53,8 @@ def evaluate_campaign(dy_model, model, campaign, config):
            "candidates": int(labels.size), "candidate_positives": None, "auc": None, "precision@5%": None,
            "recall@5%": None, **dict.fromkeys(map(metrics.lift_key, metrics.LIFT_FRACTIONS)), "audience_size": k,
            "audience_positives": None, "precision@k": None, "recall@k": None,
-           "finetune_steps": tuned.steps, "routed": describe_route(tuned.route), "seconds": round(time.time() - t0, 3)}
+           "finetune_steps": tuned.steps, "routed": describe_route(tuned.route),
+           "corrected": tuned.combination.describe() if tuned.combination else "", "seconds": round(time.time() - t0, 3)}
     if labelled:
         precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
         hits, positives = float(audience["label"].sum()), float(labels.sum())
@@ -68,6 +69,7 @@ def _campaign_line(row):
     from tools.utils.metrics import fmt
 
     note = f"  (routed by its seeds: {row['routed']})" if row["routed"] else ""
+    note += f"  (seeds' correction: {row['corrected']})" if row["corrected"] else ""
     if row["candidate_positives"] is not None and row["auc"] is None:
         note += "  (AUC undefined: candidates of one class)"
     return (f"aid {row['aid']}: seeds {row['seed_rows']}, candidates {row['candidates']}, AUC {fmt(row['auc'])}, "

@@ -54,6 +54,16 @@ and reports the mean of every metric, per-seed GAUC listed below the
 tables: which experts a group of campaigns ends up routed to depends on the
 initialisation, so single runs differ by ~0.01-0.03 GAUC.
 
+--panel runs all of this on PANEL: datasets of tools/gen_data.py built
+differently from each other (how a campaign's kind shows in its ad ids, how
+far campaigns depart from their kind, the click model, seed-set sizes,
+vocabulary, training size), each with the config its vocabulary calls for
+(config.yaml for the sample vocabulary, config_big.yaml for the full
+Tencent one; -o applies to both). Two members are HELD_OUT: never used to
+choose a default, reported apart. It prints one row per member and the mean
+and worst case of the others; --members picks some (screening), --no-pooled
+skips the Pooled networks.
+
 Everything is seeded (runner.seed for the networks, --seed for the data, the
 LogReg folds from runner.seed), so a run is reproducible.
 """
@@ -66,13 +76,41 @@ import sys
 import tempfile
 import time
 
-from common import ROOT
+from common import FULL_MAX_IDXS, ROOT
 
 SPLITS = ("test_hot", "test_cold")
 SHIPPED_SEED, HELDOUT_SEED = 2021, 7
 LOGREG_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # CV picked both ends of a narrower grid
 LOGREG_FOLDS = 5
 METRICS = {"auc": "AUC", "gauc": "GAUC", "precision@5%": "P@5%", "recall@5%": "R@5%"}
+
+# name -> tools.gen_data.generate arguments. Sizes are as small as still
+# tell apart what is measured; "big" is the 1M-row member.
+SAMPLE, FULL = "config.yaml", "config_big.yaml"
+PANEL = {
+    "one": (SAMPLE, dict(seed=11, scale=0.5)),  # the shipped kind of data, another draw
+    "several": (FULL, dict(seed=101, max_idxs=FULL_MAX_IDXS, kind_ids="several", train_rows=(300, 3000),
+                           hot_seeds=(2000, 5000), cold_seeds=(150, 600), candidates=(1000, 2000), n_users=30000)),
+    "none": (SAMPLE, dict(seed=102, kind_ids="none", n_train=60, hot_seeds=(1000, 3000), cold_seeds=(50, 200),
+                          candidates=(800, 1500))),
+    "shared-nonlinear": (SAMPLE, dict(seed=103, kind_ids="shared", click="interaction", departure=(5, 1.0),
+                                      n_train=80, train_rows=(200, 1200), hot_seeds=(800, 2500),
+                                      cold_seeds=(60, 300), candidates=(800, 1500))),
+    "noisy-far": (FULL, dict(seed=104, max_idxs=FULL_MAX_IDXS, kind_ids="noisy", departure=(7, 1.2),
+                             train_rows=(300, 3000), hot_seeds=(1000, 3000), cold_seeds=(100, 400),
+                             candidates=(1000, 2000), n_users=30000)),
+    "big": (FULL, dict(seed=105, max_idxs=FULL_MAX_IDXS, kind_ids="several", n_train=100,
+                       train_rows=(2000, 20000), hot_seeds=(3000, 5000), cold_seeds=(200, 1500),
+                       candidates=(1000, 2000), n_users=100000)),
+    # held out: never looked at while choosing a default
+    "heldout-none-far": (FULL, dict(seed=201, max_idxs=FULL_MAX_IDXS, kind_ids="none", departure=(7, 1.2),
+                                    click="interaction", train_rows=(300, 3000), hot_seeds=(2000, 5000),
+                                    cold_seeds=(150, 600), candidates=(1000, 2000), n_users=30000)),
+    "heldout-several-200": (SAMPLE, dict(seed=202, kind_ids="several", click="interaction", n_train=200,
+                                         train_rows=(150, 600), hot_seeds=(500, 2000), cold_seeds=(50, 150),
+                                         candidates=(800, 1500))),
+}
+HELD_OUT = ("heldout-none-far", "heldout-several-200")
 
 _start = time.perf_counter()
 
@@ -100,6 +138,9 @@ def parse_args(argv=None):
     p.add_argument("--workdir", help="where data, checkpoints and infer outputs go (default: a new temp dir)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--verbose", action="store_true", help="show the trainer's and infer's own log")
+    p.add_argument("--panel", action="store_true", help="run every PANEL dataset (see the docstring)")
+    p.add_argument("--members", help="comma-separated PANEL members to run (implies --panel)")
+    p.add_argument("--no-pooled", action="store_true", help="skip the Pooled networks")
     return p.parse_args(argv)
 
 
@@ -149,12 +190,12 @@ def bayes_and_label_entropy(data_dir, schema):
 
 # ----------------------------------------------------------------- networks
 
-def network_config(args, data_dir, run_dir, extra=()):
-    """The config for one network run: the user's config and -o overrides, then
+def network_config(config_path, opts, data_dir, run_dir, extra=()):
+    """The config for one network run: the config and -o overrides, then
     this run's paths (all under run_dir, the repo's files are not touched)."""
     from tools.utils.config import load_config
 
-    config = load_config(args.config, [*args.opt, *extra], cwd=os.getcwd())
+    config = load_config(config_path, [*opts, *extra], cwd=os.getcwd())
     last = config["runner.epochs"] - 1  # the epoch evaluated is fixed in advance: the last one
     config.update({
         "config_abs_dir": ROOT,  # model package modules (dygraph_model, readers) live at the repo root
@@ -346,11 +387,108 @@ def bucket_table(buckets):
 
 # -------------------------------------------------------------------- main
 
+def run_dataset(args, data_dir, config_path, opts, workdir, networks):
+    """Every method on one dataset: ({method: result}, {network: per-seed GAUCs})."""
+    from metaheac.schema import schema_from_config
+    from tools.utils.config import load_config
+
+    base = load_config(config_path, opts, cwd=os.getcwd())
+    schema, seed = schema_from_config(base), base["runner.seed"]
+    results, per_seed = {}, {}
+    for name, extra in networks:
+        runs = []
+        for s in range(seed, seed + args.seeds):
+            run_dir = os.path.join(workdir, name.lower() + (f"_seed{s}" if args.seeds > 1 else ""))
+            config = network_config(config_path, opts, data_dir, run_dir, (*extra, f"runner.seed={s}"))
+            runs.append(run_network(f"{name} (seed {s})" if args.seeds > 1 else name, config, data_dir, run_dir))
+        results[name] = mean_of_runs(runs)
+        per_seed[name] = [{sp: {m: r[sp]["summary"][m] for m in METRICS} for sp in SPLITS} for r in runs]
+
+    splits = {s: load_split(data_dir, s, schema) for s in SPLITS}
+    scorers = {"LogReg": logreg_scorer(schema, seed)}
+    if "p_true" in splits[SPLITS[0]][0][2]:
+        scorers["Oracle"] = oracle_scorer
+    for name, scorer in scorers.items():
+        t0 = time.perf_counter()
+        results[name] = {s: evaluate_scorer(splits[s], schema, scorer) for s in SPLITS}
+        results[name]["seconds"] = round(time.perf_counter() - t0, 1)
+        progress(f"{name}: scored both splits in {results[name]['seconds']:.1f}s")
+    return results, per_seed
+
+
+def panel_table(rows, methods):
+    """One line per member (GAUC hot / cold of each method, cold gap closed by
+    MetaHeac), then mean and worst case of the tuning members and of the held-out ones."""
+    import numpy as np
+
+    head = ("| dataset | " + " | ".join(f"{m} hot | {m} cold" for m in methods)
+            + " | MetaHeac - LogReg hot | MetaHeac - LogReg cold | cold gap closed |")
+    lines = [head, "|---|" + "---:|" * (2 * len(methods) + 3)]
+
+    def cells(values):
+        return [values[m][s] for m in methods for s in ("hot", "cold")] + \
+               [values["d_hot"], values["d_cold"], values["closed"]]
+
+    def line(label, values):
+        return f"| {label} | " + " | ".join(fmt(v) for v in values) + " |"
+
+    for group, members in (("tuning", [r for r in rows if not r["held_out"]]),
+                           ("held out", [r for r in rows if r["held_out"]])):
+        for r in members:
+            lines.append(line(r["name"], cells(r)))
+        if len(members) > 1:
+            table = np.array([[np.nan if v is None else v for v in cells(r)] for r in members], dtype=float)
+            lines.append(line(f"**mean, {group}**", np.nanmean(table, axis=0)))
+            lines.append(line(f"**worst, {group}**", np.nanmin(table, axis=0)))
+    return "\n".join(lines)
+
+
+def run_panel(args, workdir, networks):
+    from tools.gen_data import generate
+
+    names = args.members.split(",") if args.members else list(PANEL)
+    unknown = [n for n in names if n not in PANEL]
+    if unknown:
+        sys.exit(f"error: --members {unknown} are not panel members; choose from {list(PANEL)}")
+    rows, raw = [], {}
+    for name in names:
+        config_name, gen_args = PANEL[name]
+        data_dir = os.path.join(workdir, "data", name)
+        if not os.path.exists(os.path.join(data_dir, "oracle.json")):
+            progress(f"{name}: generating {gen_args}")
+            generate(data_dir, **gen_args)
+        opts = list(args.opt)
+        if "max_idxs" in gen_args:
+            opts.append("hyper_parameters.max_idxs=" + json.dumps(gen_args["max_idxs"]).replace(" ", ""))
+        progress(f"{name}: {config_name}")
+        results, per_seed = run_dataset(args, data_dir, os.path.join(ROOT, config_name), opts,
+                                        os.path.join(workdir, "runs", name), networks)
+        raw[name] = {"results": results, "per_seed": per_seed}
+        gauc = {m: {s.replace("test_", ""): results[m][s]["summary"]["gauc"] for s in SPLITS} for m in results}
+        lr, oracle = gauc["LogReg"]["cold"], gauc.get("Oracle", {}).get("cold")
+        row = {"name": name, "held_out": name in HELD_OUT, **gauc,
+               "d_hot": gauc["MetaHeac"]["hot"] - gauc["LogReg"]["hot"],
+               "d_cold": gauc["MetaHeac"]["cold"] - lr,
+               # the share of the LogReg-to-Oracle cold gap MetaHeac closes
+               "closed": (gauc["MetaHeac"]["cold"] - lr) / (oracle - lr) if oracle and oracle > lr else None}
+        rows.append(row)
+        progress(f"{name}: " + ", ".join(f"{m} {v['hot']:.3f}/{v['cold']:.3f}" for m, v in gauc.items()))
+    methods = list(raw[names[0]]["results"])
+    print(f"\nPanel, GAUC (hot | cold); networks: mean of {args.seeds} runner.seed value(s)"
+          f"{'; -o ' + ' '.join(args.opt) if args.opt else ''}.\n")
+    print(panel_table(rows, methods))
+    print(f"\nSeconds: total {time.perf_counter() - _start:.0f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"panel": {n: PANEL[n][0] for n in names}, "overrides": args.opt, "rows": rows, "raw": raw},
+                      f, indent=1)
+        print(f"wrote {args.json}")
+
+
 def main(argv=None):
     args = parse_args(argv)
 
     from metaheac.errors import ConfigError
-    from metaheac.schema import schema_from_config
     from tools.utils import runtime
     from tools.utils.config import load_config
 
@@ -366,31 +504,16 @@ def main(argv=None):
         runtime.setup_logging()
     else:  # the tools log every campaign; the progress lines here are enough
         logging.disable(logging.INFO)
-    schema = schema_from_config(base)
-    seed = base["runner.seed"]
+    networks = [("MetaHeac", ())] + ([] if args.no_pooled else [("Pooled", ("hyper_parameters.local_lr=0",))])
+    if args.panel or args.members:
+        return run_panel(args, workdir, networks)
+
+    from metaheac.schema import schema_from_config
+
+    schema, seed = schema_from_config(base), base["runner.seed"]
     data_dir = prepare_data(args, workdir)
-
-    results, per_seed = {}, {}
-    for name, extra in (("MetaHeac", ()), ("Pooled", ("hyper_parameters.local_lr=0",))):
-        runs = []
-        for s in range(seed, seed + args.seeds):
-            run_dir = os.path.join(workdir, name.lower() + (f"_seed{s}" if args.seeds > 1 else ""))
-            config = network_config(args, data_dir, run_dir, (*extra, f"runner.seed={s}"))
-            runs.append(run_network(f"{name} (seed {s})" if args.seeds > 1 else name, config, data_dir, run_dir))
-        results[name] = mean_of_runs(runs)
-        per_seed[name] = [{sp: {m: r[sp]["summary"][m] for m in METRICS} for sp in SPLITS} for r in runs]
-
+    results, per_seed = run_dataset(args, data_dir, args.config, args.opt, workdir, networks)
     splits = {s: load_split(data_dir, s, schema) for s in SPLITS}
-    has_oracle = "p_true" in splits[SPLITS[0]][0][2]
-    scorers = {"LogReg": logreg_scorer(schema, seed)}
-    if has_oracle:
-        scorers["Oracle"] = oracle_scorer
-    for name, scorer in scorers.items():
-        t0 = time.perf_counter()
-        results[name] = {s: evaluate_scorer(splits[s], schema, scorer) for s in SPLITS}
-        results[name]["seconds"] = round(time.perf_counter() - t0, 1)
-        progress(f"{name}: scored both splits in {results[name]['seconds']:.1f}s")
-
     buckets = bucket_gauc(results)
     bayes, label_entropy = bayes_and_label_entropy(data_dir, schema)
     n_campaigns = {s: len(splits[s]) for s in SPLITS}
@@ -407,8 +530,8 @@ def main(argv=None):
         print("\nGAUC per seed (hot / cold): " + "; ".join(
             f"{name} " + ", ".join(f"{r['test_hot']['gauc']:.3f} / {r['test_cold']['gauc']:.3f}" for r in runs)
             for name, runs in per_seed.items()))
-    print(f"\nTraining loss, last epoch: MetaHeac {results['MetaHeac']['train_loss']:.4f} (query loss after the "
-          f"inner step), Pooled {results['Pooled']['train_loss']:.4f}; entropy of the mean training label "
+    print(f"\nTraining loss, last epoch: " + ", ".join(f"{n} {results[n]['train_loss']:.4f}" for n, _ in networks)
+          + f" (MetaHeac's: query loss after the inner step); entropy of the mean training label "
           f"{label_entropy:.4f}" + (f", planted model's own loss (mean entropy of p_true) {bayes:.4f}"
                                      if bayes is not None else "") + ".")
     print("Seconds: " + ", ".join(f"{k} {v['seconds']}" for k, v in results.items())

@@ -60,7 +60,13 @@ SPEC = {
         "infer_load_path": Key(str, help="checkpoint root for infer (default: model_save_path)", path=True),
         "infer_start_epoch": Key(int, 0, NON_NEGATIVE, "first checkpoint epoch to evaluate"),
         "infer_end_epoch": Key(int, 1, POSITIVE, "evaluate epochs [infer_start_epoch, infer_end_epoch)"),
-        "infer_train_epoch": Key(int, 2, NON_NEGATIVE, "fine-tune epochs over each campaign's seed set"),
+        "adaptation": Key(str, "finetune", one_of("finetune", "wide_cv"),
+                          "per-campaign adaptation: finetune (Adam epochs on the seeds, PaddleRec) or wide_cv (the "
+                          "routed meta-learned network, its logit corrected by a penalised regression on the seeds' "
+                          "user ids, how far chosen per campaign by k-fold cross-validation on its seeds; "
+                          "metaheac/combine.py)"),
+        "infer_train_epoch": Key(int, 2, NON_NEGATIVE, "fine-tune epochs over each campaign's seed set "
+                                 "(runner.adaptation=finetune)"),
         "infer_batch_size": Key(int, None, POSITIVE,
                                 "fine-tuning batch (default: hyper_parameters.batch_size)"),
         "score_batch_size": Key(int, 4096, POSITIVE, "rows scored per forward pass (candidates, pools)"),

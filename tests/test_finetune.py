@@ -35,7 +35,7 @@ def changed(net, params, uniq):
 def test_defaults_are_paddlerec_epochs_over_all_parameters(tiny_config):
     config, net, stage1 = setup(tiny_config, infer_train_epoch=3)  # batch_size 8 -> 5 steps an epoch
     before = {n: p.numpy().copy() for n, p in net.named_parameters()}
-    params, uniq, steps, _ = run(config, net, stage1)
+    params, uniq, steps, *_ = run(config, net, stage1)
     assert steps == 15
     assert all(changed(net, params, uniq).values())
     for n, p in net.named_parameters():  # the meta-learned model itself is untouched
@@ -60,7 +60,7 @@ def test_step_budget_overrides_epochs(tiny_config):
 
 def test_early_stopping_on_held_out_seeds(tiny_config):
     config, net, stage1 = setup(tiny_config, finetune_steps=400, finetune_val_fraction=0.3, finetune_patience=3)
-    params, uniq, steps, _ = run(config, net, stage1)
+    params, uniq, steps, *_ = run(config, net, stage1)
     assert steps < 400  # random labels: the held-out loss stops improving early
     again = run(config, net, stage1)
     assert again.steps == steps
@@ -113,7 +113,7 @@ def test_linear_experts_option(tiny_config):
 
 def test_zero_fine_tuning_epochs_scores_the_meta_learned_model(tiny_config):
     config, net, stage1 = setup(tiny_config, infer_train_epoch=0)
-    params, uniq, steps, _ = run(config, net, stage1)
+    params, uniq, steps, *_ = run(config, net, stage1)
     assert steps == 0
     assert not any(changed(net, params, uniq).values())
 

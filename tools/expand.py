@@ -54,9 +54,10 @@ def expand(config, args):
         start = time.time()
         c["tuned"] = finetune_campaign(model, c, config)
         c["top"] = TopK(k)
-        log.info("campaign %d: fine-tuned %s on %d seeds (%d steps%s) in %.1fs", c["aid"], ckpt, c["labels"].size,
-                 c["tuned"].steps, f"; routed {describe_route(c['tuned'].route)}" if c["tuned"].route else "",
-                 time.time() - start)
+        tuned = c["tuned"]
+        log.info("campaign %d: adapted %s on %d seeds (%d fine-tune steps%s%s) in %.1fs", c["aid"], ckpt,
+                 c["labels"].size, tuned.steps, f"; routed {describe_route(tuned.route)}" if tuned.route else "",
+                 f"; corrected {tuned.combination.describe()}" if tuned.combination else "", time.time() - start)
 
     chunk_rows = config["runner.pool_chunk_rows"]
     progress = Progress(pool.size, every=chunk_rows)
@@ -76,6 +77,7 @@ def expand(config, args):
                          config["hyper_parameters.user_id_col"])
         summary.append({"aid": c["aid"], "seed_rows": int(c["labels"].size), "seed_positives": int(c["labels"].sum()),
                         "finetune_steps": c["tuned"].steps, "routed": describe_route(c["tuned"].route),
+                        "corrected": c["tuned"].combination.describe() if c["tuned"].combination else "",
                         "pool_users": pool.size, "audience_size": int(scores.size),
                         "cutoff_score": float(scores[-1]), "file": files[c["aid"]]})
     if summary_file:

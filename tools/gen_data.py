@@ -29,6 +29,20 @@ Planted model
 * The ad columns reveal the category: adCategoryId (up to a little noise) and
   productType are functions of it; the other ad ids are random per campaign.
 
+How the data is built can be varied, so that a default is tested on data
+built differently from the one it was chosen on (bench/accuracy.py --panel):
+
+* kind_ids -- how a campaign's category shows in its ad ids: "one" (the
+  above), "several" (each category owns several adCategoryIds; two categories
+  share a productType), "shared" (two categories share an adCategoryId and
+  productType is random), "noisy" (half the campaigns get a random
+  adCategoryId) or "none" (all ad ids random: only the seeds tell the kind).
+* departure -- how far a campaign departs from its category: (fields,
+  fraction of the category's sigma), (3, 0.6) by default.
+* click -- "additive" (the above) or "interaction": each category's score
+  also has a product of two further additive scores, a non-linear term no
+  model that is linear in the ids can fit.
+
 Train and test campaigns share the categories but not their aids, so what is
 learnt across the training campaigns carries over to test campaigns that have
 only a few seeds -- the setting meta-learning is meant for.
@@ -72,6 +86,9 @@ SIGMA_SEQUENCE = 2.0
 PERTURBED_FIELDS = 3      # fields on which a campaign departs from its category
 PERTURBATION = 0.6        # ... with this fraction of the category's sigma
 AD_CATEGORY_NOISE = 0.1   # chance a campaign's adCategoryId is not its category's
+KIND_IDS = ("one", "several", "shared", "noisy", "none")
+IDS_PER_KIND = 3          # kind_ids="several": adCategoryIds per category
+INTERACTION = 0.5         # click="interaction": weight of the product term
 MIN_ROWS = 10
 
 
@@ -166,13 +183,16 @@ def _auc(y, p):
 def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8, n_cold=8,
              scale=1.0, n_users=None, n_categories=6, train_rows=(300, 1500),
              hot_seeds=(600, 1200), cold_seeds=(100, 250), candidates=(500, 800),
-             pos_rate=0.2, sharpness=(1.3, 1.8)):
+             pos_rate=0.2, sharpness=(1.3, 1.8), kind_ids="one", departure=(PERTURBED_FIELDS, PERTURBATION),
+             click="additive"):
     """Write the synthetic dataset under out_dir and return the summary written to oracle.json.
 
     max_idxs: [[7 static], [7 sequence], [6 ad]] largest id per field (vocabulary = max_idx + 1).
     widths: padded width of the 7 sequence fields.  *_rows/*_seeds/candidates: (low, high)
     rows per campaign, multiplied by scale.  n_users defaults to 20000 * scale (at least 1000).
     sharpness: range of the per-campaign c in p_true = sigmoid(c * z + b); it sets the oracle AUC.
+    kind_ids, departure, click: how the data is built (module docstring); the
+    defaults give the shipped sample's kind of data, draw for draw.
     """
     rng = np.random.default_rng(seed)
     max_idxs = [list(map(int, g)) for g in (max_idxs or DEFAULT_MAX_IDXS)]
@@ -181,6 +201,9 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
         raise ValueError("max_idxs must have shape [[7], [7], [6]] and widths length 7")
     if min(max_idxs[1]) < 1:
         raise ValueError("sequence fields need max_idx >= 1 (id 0 is padding)")
+    if kind_ids not in KIND_IDS or click not in ("additive", "interaction"):
+        raise ValueError(f"kind_ids must be one of {KIND_IDS} and click 'additive' or 'interaction'")
+    n_perturbed, perturbation = int(departure[0]), float(departure[1])
     n_users = n_users or max(1000, round(USERS_PER_SCALE * scale))
 
     vocab = {f: m + 1 for f, m in zip(STATIC + SEQUENCE + AD, sum(max_idxs, []))}
@@ -188,6 +211,16 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
     users = _make_users(rng, n_users, max_idxs, widths)
     category_scores = _score(_tables(rng, STATIC + SEQUENCE, vocab, sigma, (n_categories,)), users)
     category_ad = {f: rng.integers(0, vocab[f], n_categories) for f in ("adCategoryId", "productType")}
+    if click == "interaction":  # [K, n_users] standardised, so the product has the scale of the sum
+        a, b = (_score(_tables(rng, STATIC + SEQUENCE, vocab, sigma, (n_categories,)), users) for _ in range(2))
+        a, b = ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True) for x in (a, b))
+        z = (category_scores - category_scores.mean(1, keepdims=True)) / category_scores.std(1, keepdims=True)
+        category_scores = z + INTERACTION * a * b
+    if kind_ids == "several":
+        category_ad["adCategoryId"] = rng.choice(vocab["adCategoryId"], (n_categories, IDS_PER_KIND), replace=False)
+        category_ad["productType"] = category_ad["productType"][np.arange(n_categories) // 2]
+    elif kind_ids == "shared":
+        category_ad["adCategoryId"] = category_ad["adCategoryId"][np.arange(n_categories) // 2]
 
     n_total = n_train + n_hot + n_cold
     aids = 1 + rng.permutation(n_total)
@@ -196,16 +229,22 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
     def campaign(i):
         """Planted p_true over the whole user pool and the constant columns of campaign i."""
         k = int(rng.integers(n_categories))
-        fields = [(STATIC + SEQUENCE)[j] for j in rng.choice(len(STATIC + SEQUENCE), PERTURBED_FIELDS, replace=False)]
-        own = _tables(rng, fields, vocab, {f: PERTURBATION * sigma[f] for f in fields})
+        fields = [(STATIC + SEQUENCE)[j] for j in rng.choice(len(STATIC + SEQUENCE), n_perturbed, replace=False)]
+        own = _tables(rng, fields, vocab, {f: perturbation * sigma[f] for f in fields})
         s = category_scores[k] + _score(own, users)
         logits = rng.uniform(*sharpness) * (s - s.mean()) / s.std()
         p = _sigmoid(logits + _bias(logits, pos_rate))
-        ad_category = category_ad["adCategoryId"][k]
-        if rng.random() < AD_CATEGORY_NOISE:
+        ad_category, product_type = category_ad["adCategoryId"][k], category_ad["productType"][k]
+        if kind_ids == "several":
+            ad_category = rng.choice(ad_category)
+        if rng.random() < (0.5 if kind_ids == "noisy" else AD_CATEGORY_NOISE):
+            ad_category = rng.integers(vocab["adCategoryId"])
+        if kind_ids in ("shared", "none"):
+            product_type = rng.integers(vocab["productType"])
+        if kind_ids == "none":
             ad_category = rng.integers(vocab["adCategoryId"])
         cols = {"aid": aids[i], "category": k, "campaignId": campaign_ids[i], "adCategoryId": ad_category,
-                "productType": category_ad["productType"][k]}
+                "productType": product_type}
         cols |= {f: rng.integers(vocab[f]) for f in ("advertiserId", "creativeSize", "productId")}
         return p, cols
 
@@ -303,6 +342,12 @@ def parser():
     ap.add_argument("--n-users", type=int, default=None, help="user pool size (default 20000 * scale)")
     ap.add_argument("--n-categories", type=int, default=6,
                     help="latent campaign kinds (each with its own click model)")
+    ap.add_argument("--kind-ids", choices=KIND_IDS, default="one",
+                    help="how a campaign's kind shows in its ad ids (see the module docstring)")
+    ap.add_argument("--departure", type=json.loads, default=[PERTURBED_FIELDS, PERTURBATION],
+                    help="JSON [fields, fraction]: how far a campaign departs from its kind")
+    ap.add_argument("--click", choices=("additive", "interaction"), default="additive",
+                    help="planted click model: additive in the ids, or with a non-linear term per kind")
     ap.add_argument("--max-idxs", type=json.loads, default=None,
                     help="JSON [[7 static], [7 sequence], [6 ad]] vocabulary sizes (default: config.yaml's)")
     ap.add_argument("--widths", type=json.loads, default=None,
@@ -320,7 +365,8 @@ def main(argv=None):
     start = time.perf_counter()
     s = generate(args.out, seed=args.seed, max_idxs=args.max_idxs, widths=args.widths, n_train=args.n_train,
                  n_hot=args.n_hot, n_cold=args.n_cold, scale=args.scale, n_users=args.n_users,
-                 n_categories=args.n_categories)
+                 n_categories=args.n_categories, kind_ids=args.kind_ids, departure=args.departure,
+                 click=args.click)
     tr = s["splits"]["train"]
     print(f"train      {tr['rows']:7d} rows  {tr['campaigns']:3d} campaigns  positive rate {tr['positive_rate']:.3f}")
     for split in ("test_hot", "test_cold"):

@@ -11,7 +11,8 @@ from tools.utils import metrics
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
                     "precision@5%", "recall@5%", *map(metrics.lift_key, metrics.LIFT_FRACTIONS), "audience_size",
-                    "audience_positives", "precision@k", "recall@k", "finetune_steps", "routed", "seconds"]
+                    "audience_positives", "precision@k", "recall@k", "finetune_steps", "routed", "corrected",
+                    "seconds"]
 
 
 def audience_size(n_candidates, config):
