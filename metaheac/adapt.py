@@ -7,16 +7,15 @@ config keys (runner.finetune_*); the defaults reproduce PaddleRec's fixed
 epochs over all parameters.
 
 Before fine-tuning, a campaign can be routed by its seeds (runner.route_prior,
-metaheac/routing.py). With runner.adaptation=wide_cv there are no Adam
-steps: the routed start's logit is corrected on the seeds' ids, as far as
-cross-validation on them says (metaheac/combine.py).
+metaheac/routing.py). runner.adaptation=wide_cv adapts without Adam steps
+(metaheac/combine.py).
 """
 from typing import NamedTuple
 
 import numpy as np
 import paddle
 
-from metaheac.combine import fit_combination
+from metaheac import combine
 from metaheac.config import lr_scale
 from metaheac.loss import bce_loss
 from metaheac.routing import choose_route
@@ -47,7 +46,7 @@ class Finetuned(NamedTuple):
     uniq: np.ndarray  # [U] table rows of the cut row tables: the rows its seeds read
     steps: int        # fine-tuning optimizer steps
     route: dict       # how the seeds re-routed the campaign, or None
-    combination: object = None  # combine.Combination correcting the network's logit (wide_cv), or None
+    combination: object = None  # runner.adaptation=wide_cv: the combine.Combination (params, uniq: None)
 
 
 def campaign_params(net, source, groups=ADAPTED_GROUPS["all"]):
@@ -85,6 +84,8 @@ def finetune(net, stage1, config, rng):
     rest of the tables stays the meta-learned one (scoring.score_adapted
     reads it from `net`). `net` is not modified. Returns a Finetuned.
     """
+    if config["runner.adaptation"] == "wide_cv":  # nothing is fine-tuned: the seeds pick and correct a mixture
+        return Finetuned(None, None, 0, None, combine.fit(net, stage1, config, rng))
     batch = infer_batch_size(config)
     uniq, (rows1,) = remap_rows([stage1["rows"]], net.schema.num_rows)
     route = choose_route(net, stage1, config["runner.route_prior"])
@@ -92,8 +93,6 @@ def finetune(net, stage1, config, rng):
     if route:  # the campaign's gate-field row becomes a copy of the chosen id's
         source[np.searchsorted(uniq, route["own_row"])] = route["row"]
     params = campaign_params(net, paddle.to_tensor(source), ADAPTED_GROUPS[config["runner.finetune_params"]])
-    if config["runner.adaptation"] == "wide_cv":
-        return Finetuned(params, uniq, 0, route, _combination(net, params, rows1, stage1, config, rng))
     # One Adam per learning-rate multiplier (optimizer.*_lr_scale): the copies
     # are plain tensors, which Paddle's per-parameter rates do not reach.
     groups = {}
@@ -151,20 +150,6 @@ def finetune(net, stage1, config, rng):
     if best is not None:
         params.update(best)
     return Finetuned(params, uniq, steps, route)
-
-
-def _combination(net, params, local_rows, stage1, config, rng):
-    """The seeds' correction of the start `params` (metaheac/combine.py)."""
-    from metaheac.scoring import logits, score
-
-    was_training = net.training
-    net.eval()
-    try:
-        start = logits(score(net, params, local_rows, stage1["lengths"], config["runner.score_batch_size"]))
-    finally:
-        if was_training:
-            net.train()
-    return fit_combination(stage1["rows"], stage1["lengths"], stage1["labels"], start, net.schema, rng)
 
 
 def merged_state(net, params, uniq):

@@ -1,58 +1,74 @@
-"""Per-campaign adaptation on the seeds' own ids, as far as the seeds say.
+"""Per-campaign adaptation decided by the campaign's own seeds
+(runner.adaptation=wide_cv).
 
-A network meta-learned on past campaigns is a prior: for a campaign with 50
-seeds it is most of what there is; for one with 5,000 seeds a logistic
-regression fitted on those seeds alone ranks better than it. Each campaign
-gets a correction of the network's logit m fitted on its seeds:
+Two steps, both read from the seeds, neither moves the network:
 
-    logit = a * m + b + X w
+1. Which past campaigns is it like? The gates route a campaign by its ad ids
+   to the experts of the past campaigns those ids describe. Each gate-field id
+   meta-training saw is one candidate routing (metaheac/routing.py), and the
+   network's prior for the campaign is their mixture, weighted by how well
+   each explains the seeds (Bayesian model averaging; a priori the campaign's
+   own ids weigh 1 - runner.route_prior, or as much as any other when
+   meta-training never saw them). 50 seeds already tell which
+   kind of campaign it is where its ad ids do not; 5,000 seeds settle on one.
 
-X holds the one-hot user ids (a sequence field's ids averaged over its first
-`length`, as the network pools them), a and b are free and w is penalised by
-||w||^2 / (2 C). C -> 0 leaves the network (rescaled: same ranking); a large
-C lets the seeds' own ids take over where they say what the network does
-not. How far to go, C or the network alone, is decided per campaign by
-stratified k-fold cross-validation on its seeds (mean fold AUC), so on seeds
-each candidate fit did not see.
+2. What do its seeds say that past campaigns do not? The mixture's logit m
+   is corrected on the seeds' own user ids:
 
-m must be a logit the seeds did not train, or the fit trusts it too much:
-the campaign's routed, meta-learned start.
+       logit = a * m + b + X w
+
+   X holds the one-hot user ids (a sequence field's ids averaged over its
+   first `length`, as the network pools them), a and b are free, w is
+   penalised by ||w||^2 / (2 C). C -> 0 leaves the network (same ranking); a
+   large C lets the seeds' ids take over, as a per-campaign logistic
+   regression would, where there are enough of them.
+
+How far to go, C or the network alone, is decided per campaign by stratified
+k-fold cross-validation on its seeds (mean fold AUC); within each fold the
+mixture's weights too are read from the fitting part only, so every candidate
+is judged on seeds it was not fitted on. Deterministic given the campaign's rng.
 """
+import logging
 from typing import NamedTuple
 
 import numpy as np
+import paddle
 from scipy import optimize, sparse
+
+from metaheac.loss import EPS
+from metaheac.routing import candidate_routes, gate_columns, route_log_prior
+
+logger = logging.getLogger(__name__)
 
 COMBINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # inverse penalty of w (the per-seed loss is summed)
 MAX_FOLDS = 5
 MAX_ITER = 200
+KEEP_MASS = 0.999  # the routes kept for scoring: the most probable ones, this much posterior mass ...
+MAX_ROUTES = 16    # ... and at most this many (a pool of millions is scored under each)
 
 
 class Combination(NamedTuple):
-    """A campaign's correction of the network's logit."""
+    """A campaign's adaptation: a mixture of routings, corrected on its seeds' ids."""
+    routes: list      # routings (net.forward_routes) of the mixture
+    weights: np.ndarray  # [R] their posterior weights, summing to 1
+    labels: list      # [R] how a user reads each routing ('own ids', 'adCategoryId*productType 12*2')
     cols: np.ndarray  # [R'] user table rows with a weight (those the seeds have)
     w: np.ndarray     # [R'] their weights
     a: float
     b: float
-    c: float          # the C chosen, None: the network alone
+    c: float          # the C chosen; None: the mixture alone
     cv_auc: dict      # candidate -> mean fold AUC on the seeds
 
-    def apply(self, logit, rows, lengths, schema):
-        """Combined logits [n] of rows [n, C] whose network logits are `logit` [n]."""
-        out = self.a * logit.astype(np.float64) + self.b
-        if self.w.size:
-            out += user_features(rows, lengths, schema)[:, self.cols] @ self.w
-        return out
-
     def describe(self):
-        """'C=0.3, network weight 1.79 (fold AUC 0.761 vs network 0.718)' for logs and reports."""
+        """'routes own ids 71%, 12*2 25%; C=0.3, network weight 1.79 (fold AUC 0.761 vs network 0.718)'."""
+        order = np.argsort(-self.weights)[:3]
+        mix = "routes " + ", ".join(f"{self.labels[i]} {100 * self.weights[i]:.0f}%" for i in order)
+        if not self.cv_auc:
+            return mix + "; no correction (seeds of one class)"
         if self.c is None:
-            return f"network alone (fold AUC {self.cv_auc['network']:.3f})" if self.cv_auc else ""
-        return (f"C={self.c:g}, network weight {self.a:.2f} (fold AUC {self.cv_auc[f'C={self.c:g}']:.3f} vs "
-                f"network {self.cv_auc['network']:.3f})")
-
-
-NETWORK_ALONE = Combination(np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {})
+            return mix + f"; no correction (fold AUC {self.cv_auc['network']:.3f})"
+        return (mix + f"; C={self.c:g}, network weight {self.a:.2f} (fold AUC {self.cv_auc[f'C={self.c:g}']:.3f} "
+                f"vs network {self.cv_auc['network']:.3f})")
 
 
 def user_features(rows, lengths, schema):
@@ -71,6 +87,40 @@ def user_features(rows, lengths, schema):
         col += f.width
     return sparse.csr_matrix((np.concatenate(parts_v), (np.concatenate(parts_r), np.concatenate(parts_c))),
                              shape=(n, schema.ad[0].offset))  # repeated ids of one list add up, as in the mean
+
+
+def route_probs(net, rows, lengths, routes, batch, pad=False):
+    """Click probabilities [n, R] (float64) of rows [n, C] under each routing.
+    pad: as scoring.score (every batch of one shape)."""
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        with paddle.no_grad():
+            for start in range(0, rows.shape[0], batch):
+                part, part_len = rows[start:start + batch], lengths[start:start + batch]
+                n = part.shape[0]
+                if pad and n < batch:
+                    part, part_len = (np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)])
+                                      for a in (part, part_len))
+                prob = net.forward_routes(paddle.to_tensor(part), paddle.to_tensor(part_len), routes)  # [R, b]
+                out.append(prob.numpy()[:, :n].T)
+    finally:
+        if was_training:
+            net.train()
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(routes)))
+
+
+def _logit(p):
+    p = np.clip(p, EPS, 1.0 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _posterior(log_prior, log_lik):
+    """[R] posterior of the routes given the per-seed log-likelihoods [n, R]."""
+    log_post = log_prior + log_lik.sum(axis=0)
+    post = np.exp(log_post - log_post.max())
+    return post / post.sum()
 
 
 def _fit_path(x, m, y, cs):
@@ -113,15 +163,37 @@ def _auc(y, s):
     return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else np.nan
 
 
-def fit_combination(rows, lengths, labels, logit, schema, rng, cs=COMBINE_CS):
-    """The Combination the seeds (rows [n, C], lengths, labels [n]) choose,
-    given the network's logits [n] on them; deterministic given `rng`."""
-    y = labels.astype(np.float64)
-    m = logit.astype(np.float64)
-    fold = _folds(y, rng)
-    if fold is None:  # too few of a class to check a fit on: the meta-learned prior stands
-        return NETWORK_ALONE
-    x = user_features(rows, lengths, schema)
+def _route_labels(net, alternatives):
+    return ["own ids"] + [net.schema.id_label(field, row - field.offset) for field, _, row in alternatives[1:]]
+
+
+def fit(net, stage1, config, rng, cs=COMBINE_CS):
+    """The Combination a campaign's seeds (stage1: rows [n, C], lengths, labels
+    [n], aid) choose; `net` is not modified."""
+    rows, lengths, y = stage1["rows"], stage1["lengths"], stage1["labels"].astype(np.float64)
+    prior, batch = config["runner.route_prior"], config["runner.score_batch_size"]
+    routes, alternatives = candidate_routes(net, rows) if prior > 0 else ([None], [None])
+    one_class = y.size == 0 or y.min() == y.max()
+    if one_class:
+        # Seeds of one class favour whichever route scores them most extreme,
+        # and leave nothing to rank by: the campaign's own ids stand.
+        logger.warning("campaign %s: its %d seeds are all of one class, so it keeps its own ids and no "
+                       "correction (adaptation needs positive and negative seeds)", stage1.get("aid", "?"), y.size)
+        routes, alternatives = [None], [None]
+    labels = _route_labels(net, alternatives)
+    fold = None if one_class else _folds(y, rng)
+    if fold is None:
+        return Combination([None], np.ones(1), labels[:1], np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {})
+    probs = route_probs(net, rows, lengths, routes, batch)                                   # [n, R]
+    p = np.clip(probs, EPS, 1.0 - EPS)
+    log_lik = y[:, None] * np.log(p) + (1.0 - y[:, None]) * np.log1p(-p)                    # [n, R]
+    own_rows = {int(rows[0, col]) for col, _ in gate_columns(net)}
+    if net.trained_ad_rows is not None and not own_rows <= net.trained_ad_rows:
+        # The campaign's own gate rows are their random start: no reason to prefer them.
+        log_prior = np.zeros(len(routes))
+    else:
+        log_prior = route_log_prior(len(routes), prior)
+    x = user_features(rows, lengths, net.schema)
     # An id no seed has keeps weight 0 at any C (its gradient is w alone): fit
     # over the seeds' ids, a few thousand columns rather than the vocabulary.
     cols = np.unique(x.indices)
@@ -129,15 +201,33 @@ def fit_combination(rows, lengths, labels, logit, schema, rng, cs=COMBINE_CS):
     cs = sorted(cs)
     scores = {"network": [], **{c: [] for c in cs}}
     for k in range(fold.max() + 1):
-        fit, val = fold != k, fold == k
+        fit_part, val = fold != k, fold == k
+        m = _logit(probs @ _posterior(log_prior, log_lik[fit_part]))  # the mixture the fitting part reads
         scores["network"].append(_auc(y[val], m[val]))
-        for c, (w, a, b) in zip(cs, _fit_path(x[fit], m[fit], y[fit], cs)):
+        for c, (w, a, b) in zip(cs, _fit_path(x[fit_part], m[fit_part], y[fit_part], cs)):
             scores[c].append(_auc(y[val], a * m[val] + b + x[val] @ w))
     mean = {key: float(np.nanmean(v)) for key, v in scores.items()}
     cv_auc = {(key if key == "network" else f"C={key:g}"): v for key, v in mean.items()}
     best = max(mean, key=lambda key: (mean[key], key == "network"))  # a tie keeps the network
+
+    post = _posterior(log_prior, log_lik)
+    keep = np.argsort(-post)[:MAX_ROUTES]
+    keep = keep[:int(np.searchsorted(np.cumsum(post[keep]), KEEP_MASS)) + 1]
+    weights = post[keep] / post[keep].sum()
+    mixture = dict(routes=[routes[i] for i in keep], weights=weights, labels=[labels[i] for i in keep])
     if best == "network":
-        return NETWORK_ALONE._replace(cv_auc=cv_auc)
+        return Combination(**mixture, cols=np.zeros(0, np.int64), w=np.zeros(0), a=1.0, b=0.0, c=None,
+                           cv_auc=cv_auc)
+    m = _logit(probs[:, keep] @ weights)
     (w, a, b), = _fit_path(x, m, y, [c for c in cs if c <= best])[-1:]
-    keep = w != 0
-    return Combination(cols[keep], w[keep], float(a), float(b), best, cv_auc)
+    nonzero = w != 0
+    return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=float(a), b=float(b), c=best, cv_auc=cv_auc)
+
+
+def score(net, combination, rows, lengths, batch, pad=False):
+    """Click probabilities [n] (float32) of rows [n, C] under a campaign's Combination."""
+    m = _logit(route_probs(net, rows, lengths, combination.routes, batch, pad) @ combination.weights)
+    z = combination.a * m + combination.b
+    if combination.w.size:
+        z += user_features(rows, lengths, net.schema)[:, combination.cols] @ combination.w
+    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid, overflow-free

@@ -29,6 +29,32 @@ def gate_columns(net):
     return [(first_ad + pos, schema.ad[pos]) for pos in net.gate_positions]
 
 
+def candidate_routes(net, rows):
+    """The campaign's own gate ids and the alternatives it may be routed to:
+    (routes for net.forward_routes, [None, (field, own row, row), ...]), the
+    first being None (its own ids). The alternatives are the gate-field ids
+    meta-training saw (net.trained_ad_rows; all when unknown)."""
+    routes, alternatives = [None], [None]
+    for j, (col, field) in enumerate(gate_columns(net)):
+        values, counts = np.unique(rows[:, col], return_counts=True)
+        own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
+        allowed = net.trained_ad_rows
+        for row in range(field.offset, field.offset + field.vocab_size):
+            if row != own and (allowed is None or row in allowed):
+                routes.append((j, row))
+                alternatives.append((field, own, row))
+    return routes, alternatives
+
+
+def route_log_prior(n_routes, prior):
+    """[R] log prior of the routes: 1 - prior on the campaign's own ids, the rest shared evenly."""
+    if n_routes == 1:
+        return np.zeros(1)
+    log_prior = np.full(n_routes, np.log(prior / (n_routes - 1)))
+    log_prior[0] = np.log1p(-prior)
+    return log_prior
+
+
 def choose_route(net, stage1, prior):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
     {"field", "own_id", "id", "own_label", "label", "own_row", "row",
@@ -78,23 +104,14 @@ def _map_route(net, stage1, prior):
     if labels.size > ROUTE_MAX_SEEDS:  # evenly spaced seeds: the evidence is decisive long before
         keep = np.linspace(0, labels.size - 1, ROUTE_MAX_SEEDS).round().astype(np.int64)
         rows, lengths, labels = rows[keep], lengths[keep], labels[keep]
-    routes, alternatives = [None], [None]  # None: the campaign's own ids
-    for j, (col, field) in enumerate(gate_columns(net)):
-        values, counts = np.unique(rows[:, col], return_counts=True)
-        own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
-        allowed = net.trained_ad_rows
-        for row in range(field.offset, field.offset + field.vocab_size):
-            if row != own and (allowed is None or row in allowed):
-                routes.append((j, row))
-                alternatives.append((field, own, row))
+    routes, alternatives = candidate_routes(net, rows)
     if len(routes) == 1:
         return None
     with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows
         prob = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes)
     p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                          # [R, n]
     per_seed = labels * np.log(p) + (1.0 - labels) * np.log1p(-p)                         # [R, n]
-    log_prior = np.full(len(routes), np.log(prior / (len(routes) - 1)))
-    log_prior[0] = np.log1p(-prior)
+    log_prior = route_log_prior(len(routes), prior)
     checked = labels.size >= CHECK_MIN_SEEDS
     chosen_on = per_seed[:, ::2] if checked else per_seed
     log_post = chosen_on.sum(axis=1) + log_prior

@@ -2,6 +2,7 @@
 import numpy as np
 import paddle
 
+from metaheac import combine
 from metaheac.adapt import finetune
 from metaheac.rows import remap_rows
 
@@ -25,19 +26,15 @@ def score(net, params, rows, lengths, batch, pad=False):
     return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)
 
 
-def logits(prob):
-    """Logits [n] (float64) of click probabilities; the float32 extremes are clipped."""
-    p = np.clip(prob.astype(np.float64), 1e-7, 1.0 - 1e-7)
-    return np.log(p) - np.log1p(-p)
-
-
 def score_adapted(net, tuned, rows, lengths, batch, pad=False):
     """Click probabilities [n] of table rows [n, C] for a campaign adapted by
     adapt.finetune: rows its seeds read take its fine-tuned values, every
-    other row the meta-learned ones (which fine-tuning never moved), and the
-    campaign's correction of the logit if it has one (wide_cv). Only the
+    other row the meta-learned ones (which fine-tuning never moved); or under
+    its combine.Combination (runner.adaptation=wide_cv). Only the
     rows these candidates read are gathered, so a pool of any size is scored
     chunk by chunk in bounded memory."""
+    if tuned.combination is not None:
+        return combine.score(net, tuned.combination, rows, lengths, batch, pad)
     uniq, (local,) = remap_rows([rows], net.schema.num_rows)
     pos = np.minimum(np.searchsorted(tuned.uniq, uniq), tuned.uniq.size - 1)
     adapted = np.flatnonzero(tuned.uniq[pos] == uniq)                  # [A] positions in uniq
@@ -49,11 +46,7 @@ def score_adapted(net, tuned, rows, lengths, batch, pad=False):
                 table = paddle.scatter(table, paddle.to_tensor(adapted),
                                        paddle.gather(tuned.params[name], paddle.to_tensor(pos[adapted])))
             params[name] = table
-    prob = score(net, params, local, lengths, batch, pad)
-    if tuned.combination is None:
-        return prob
-    combined = tuned.combination.apply(logits(prob), rows, lengths, net.schema)
-    return (0.5 * (1.0 + np.tanh(0.5 * combined))).astype(np.float32)  # sigmoid, overflow-free
+    return score(net, params, local, lengths, batch, pad)
 
 
 def finetune_and_score(net, stage1, stage2, config, rng):

@@ -4,6 +4,7 @@ import paddle
 
 from conftest import random_task
 from dygraph_model import DygraphModel
+from test_finetune import routed_setup
 from metaheac import adapt, combine, scoring
 from metaheac.schema import schema_from_config
 from tools.utils import metrics
@@ -31,75 +32,99 @@ def test_user_features_are_the_networks_pooling_of_the_user_ids(tiny_config):
     assert x.shape[1] == schema.ad[0].offset  # ad ids are constant within a campaign: not features
 
 
-def planted(schema, n, seed, id_weight, network_weight):
-    """Seeds whose clicks follow one user id (a static field's id parity) and/or a network logit."""
-    rows, lengths = rows_of(schema, n, seed)
+def make_net(tiny_config, **runner):
+    config = tiny_config(runner={"adaptation": "wide_cv", "route_prior": 0.0, **runner})
+    paddle.seed(0)
+    net = DygraphModel().create_model(config)
+    net.eval()
+    return config, net
+
+
+def planted(net, n, seed, id_weight, network_weight):
+    """Seeds whose clicks follow one user id (a static field's id parity) and/or the network's own logit."""
+    rows, lengths = rows_of(net.schema, n, seed)
     rng = np.random.default_rng(seed + 100)
-    network = rng.normal(size=n)
+    p_net = combine.route_probs(net, rows, lengths, [None], 64)[:, 0]
+    network = np.log(p_net) - np.log1p(-p_net)
+    network = (network - network.mean()) / network.std()
     by_id = np.where(rows[:, 0] % 2 == 0, 1.5, -1.5)
     p = 1.0 / (1.0 + np.exp(-(id_weight * by_id + network_weight * network)))
-    return rows, lengths, (rng.random(n) < p).astype(np.float32), network
+    stage = {"rows": rows, "lengths": lengths, "labels": (rng.random(n) < p).astype(np.float32), "aid": 1}
+    return stage, p_net
+
+
+def fit(config, net, stage, seed=0):
+    return combine.fit(net, stage, config, np.random.default_rng(seed))
+
+
+def auc_of(net, combination, stage):
+    return metrics.auc(stage["labels"], combine.score(net, combination, stage["rows"], stage["lengths"], 64))
 
 
 def test_seeds_correct_the_network_where_their_own_ids_say_more(tiny_config):
-    schema = schema_from_config(tiny_config())
-    rows, lengths, labels, m = planted(schema, 600, seed=1, id_weight=1.0, network_weight=0.3)
-    fitted = combine.fit_combination(rows, lengths, labels, m, schema, np.random.default_rng(0))
+    config, net = make_net(tiny_config)
+    seeds, _ = planted(net, 600, seed=1, id_weight=1.0, network_weight=0.3)
+    fitted = fit(config, net, seeds)
     assert fitted.c is not None and fitted.cv_auc[f"C={fitted.c:g}"] > fitted.cv_auc["network"]
-    rows2, lengths2, labels2, m2 = planted(schema, 2000, seed=2, id_weight=1.0, network_weight=0.3)
-    combined = fitted.apply(m2, rows2, lengths2, schema)
-    assert metrics.auc(labels2, combined) > metrics.auc(labels2, m2) + 0.1
+    fresh, p_net = planted(net, 2000, seed=2, id_weight=1.0, network_weight=0.3)
+    assert auc_of(net, fitted, fresh) > metrics.auc(fresh["labels"], p_net) + 0.1
 
 
 def test_a_network_the_seeds_cannot_improve_is_kept(tiny_config):
-    schema = schema_from_config(tiny_config())
-    rows, lengths, labels, m = planted(schema, 300, seed=3, id_weight=0.0, network_weight=2.0)
-    fitted = combine.fit_combination(rows, lengths, labels, m, schema, np.random.default_rng(0))
-    rows2, lengths2, labels2, m2 = planted(schema, 3000, seed=4, id_weight=0.0, network_weight=2.0)
-    # whatever C the folds pick, the ranking of fresh users is the network's up to noise
-    assert metrics.auc(labels2, fitted.apply(m2, rows2, lengths2, schema)) > metrics.auc(labels2, m2) - 0.01
+    config, net = make_net(tiny_config)
+    seeds, _ = planted(net, 300, seed=3, id_weight=0.0, network_weight=2.0)
+    fitted = fit(config, net, seeds)
+    fresh, p_net = planted(net, 3000, seed=4, id_weight=0.0, network_weight=2.0)
+    # whatever C the folds pick, fresh users rank as the network ranks them, up to noise
+    assert auc_of(net, fitted, fresh) > metrics.auc(fresh["labels"], p_net) - 0.01
 
 
-def test_one_class_seeds_keep_the_network(tiny_config):
-    schema = schema_from_config(tiny_config())
-    rows, lengths, _, m = planted(schema, 50, seed=5, id_weight=1.0, network_weight=0.0)
-    fitted = combine.fit_combination(rows, lengths, np.ones(50, np.float32), m, schema, np.random.default_rng(0))
-    assert fitted is combine.NETWORK_ALONE
-    np.testing.assert_array_equal(fitted.apply(m, rows, lengths, schema), m)
+def test_one_class_seeds_keep_their_own_ids_uncorrected_and_warn(tiny_config, caplog):
+    config, net = make_net(tiny_config, route_prior=0.5)
+    seeds, _ = planted(net, 50, seed=5, id_weight=1.0, network_weight=0.0)
+    seeds["labels"] = np.ones(50, np.float32)
+    fitted = fit(config, net, seeds)
+    assert fitted.routes == [None] and fitted.c is None and fitted.w.size == 0
+    assert "its 50 seeds are all of one class, so it keeps its own ids" in caplog.text
+    p_net = combine.route_probs(net, seeds["rows"], seeds["lengths"], [None], 64)[:, 0]
+    np.testing.assert_allclose(combine.score(net, fitted, seeds["rows"], seeds["lengths"], 64), p_net, rtol=1e-5)
+
+
+def test_the_seeds_weight_the_routing_that_explains_them_and_only_routings_training_saw(tiny_config):
+    """adCategoryId 1 routes to one expert, 2 to another; seeds of a campaign
+    labelled id 1 click as id 2's expert predicts (test_finetune.routed_setup)."""
+    config, net, seeds, cat = routed_setup(tiny_config, truth=1, route_prior=0.1, adaptation="wide_cv")
+    fitted = adapt.finetune(net, seeds, config, adapt.campaign_rng(0, 1)).combination
+    assert fitted.routes[int(np.argmax(fitted.weights))] == (0, cat.offset + 2)
+    assert fitted.weights.max() > 0.99 and abs(fitted.weights.sum() - 1.0) < 1e-9
+    assert fitted.describe().startswith("routes 2 ")
+    net.trained_ad_rows = {r for r in range(net.schema.num_rows) if r != cat.offset + 2}
+    fitted = adapt.finetune(net, seeds, config, adapt.campaign_rng(0, 1)).combination
+    assert (0, cat.offset + 2) not in fitted.routes
+    assert all(route is None or route[1] in net.trained_ad_rows for route in fitted.routes)
 
 
 def test_the_per_campaign_choice_is_deterministic_given_the_seed(tiny_config):
-    config = tiny_config(runner={"adaptation": "wide_cv", "route_prior": 0.0})
-    paddle.seed(0)
-    net = DygraphModel().create_model(config)
-    net.eval()
-    task = random_task(net.schema, np.random.default_rng(7), batch=300)
-    task["sup_labels"] = (task["sup_rows"][:, 0] % 2 == 0).astype(np.float32)  # seeds with something to fit
-    stage1 = {"rows": task["sup_rows"], "lengths": task["sup_lengths"], "labels": task["sup_labels"]}
-    runs = [adapt.finetune(net, stage1, config, adapt.campaign_rng(5, 42)) for _ in range(2)]
+    config, net = make_net(tiny_config, route_prior=0.1)
+    seeds, _ = planted(net, 300, seed=7, id_weight=1.0, network_weight=0.0)
+    runs = [adapt.finetune(net, seeds, config, adapt.campaign_rng(5, 42)) for _ in range(2)]
     assert runs[0].steps == 0 and runs[0].combination.c is not None
     np.testing.assert_array_equal(runs[0].combination.w, runs[1].combination.w)
     assert runs[0].combination.cv_auc == runs[1].combination.cv_auc
-    scores = [scoring.score_adapted(net, tuned, task["qry_rows"], task["qry_lengths"], 64) for tuned in runs]
+    fresh, _ = planted(net, 100, seed=8, id_weight=1.0, network_weight=0.0)
+    scores = [scoring.score_adapted(net, tuned, fresh["rows"], fresh["lengths"], 64) for tuned in runs]
     np.testing.assert_array_equal(scores[0], scores[1])
-    other = adapt.finetune(net, stage1, config, adapt.campaign_rng(6, 42))  # another seed: other folds
+    other = adapt.finetune(net, seeds, config, adapt.campaign_rng(6, 42))  # another seed: other folds
     assert other.combination.cv_auc != runs[0].combination.cv_auc
 
 
-def test_corrected_scores_are_the_start_corrected_and_do_not_depend_on_the_chunking(tiny_config):
-    config = tiny_config(runner={"adaptation": "wide_cv", "route_prior": 0.0})
-    paddle.seed(0)
-    net = DygraphModel().create_model(config)
-    net.eval()
-    task = random_task(net.schema, np.random.default_rng(8), batch=200)
-    task["sup_labels"] = (task["sup_rows"][:, 1] % 2 == 0).astype(np.float32)
-    stage1 = {"rows": task["sup_rows"], "lengths": task["sup_lengths"], "labels": task["sup_labels"]}
-    tuned = adapt.finetune(net, stage1, config, adapt.campaign_rng(1, 1))
-    rows, lengths = task["qry_rows"], task["qry_lengths"]
+def test_scores_do_not_depend_on_how_a_pool_is_chunked(tiny_config):
+    config, net = make_net(tiny_config, route_prior=0.3)
+    seeds, _ = planted(net, 200, seed=9, id_weight=1.0, network_weight=0.5)
+    tuned = adapt.finetune(net, seeds, config, adapt.campaign_rng(1, 1))
+    pool, _ = planted(net, 200, seed=10, id_weight=1.0, network_weight=0.5)
+    rows, lengths = pool["rows"], pool["lengths"]
     whole = scoring.score_adapted(net, tuned, rows, lengths, 64, pad=True)
     chunks = np.concatenate([scoring.score_adapted(net, tuned, rows[i:i + 50], lengths[i:i + 50], 64, pad=True)
                              for i in range(0, 200, 50)])
     np.testing.assert_allclose(whole, chunks, rtol=1e-6)
-    start = scoring.score_adapted(net, tuned._replace(combination=None), rows, lengths, 64)
-    expected = tuned.combination.apply(scoring.logits(start), rows, lengths, net.schema)
-    np.testing.assert_allclose(scoring.logits(whole), expected, rtol=1e-4, atol=1e-4)
