@@ -10,6 +10,10 @@ rows with hyper_parameters.support_query=disjoint; a campaign with fewer rows
 than needed is sampled with replacement instead of failing.
 Campaigns are drawn with probability set by hyper_parameters.task_sampling:
 ``normal`` proportional to rows, ``sqrt`` to sqrt(rows), ``unit`` uniform.
+
+runner.meta_val_fraction keeps a share of the campaigns out of training, for
+meta-validation (validation_batches; tools/trainer.py picks the meta-step
+whose loss on them is best).
 """
 import logging
 import math
@@ -23,6 +27,9 @@ from metaheac.schema import schema_from_config
 from metaheac.store import open_store, split_files
 
 logger = logging.getLogger(__name__)
+
+VAL_STREAM = 7919      # the random stream of the meta-validation split (apart from the epochs')
+VAL_QUERY_ROWS = 4096  # rows of a held-out campaign its validation loss is read on
 
 
 class RecDataset(IterableDataset):
@@ -41,12 +48,14 @@ class RecDataset(IterableDataset):
         # every campaign of every file: (store, first row, end row)
         self.tasks = [(s, int(a), int(b)) for s in self.stores
                       for a, b in zip(s.task_offsets[:-1], s.task_offsets[1:])]
+        self.val_tasks = self._hold_out(config["runner.meta_val_fraction"])
+        self._validation = None
         sizes = np.array([b - a for _, a, b in self.tasks], dtype=np.float64)
         self.num_rows = int(sizes.sum())
         # table rows of every ad id (and cross) of the training campaigns: the ids routing may pick
         first_ad = len(self.schema.static) + self.schema.seq_width
-        firsts = [self.schema.table_rows(np.asarray(s.ids[s.task_offsets[:-1]])) for s in self.stores]  # [T, C']
-        self.ad_rows = sorted({int(r) for rows in firsts for r in rows[:, first_ad:].ravel()})
+        firsts = [self.schema.table_rows(np.asarray(s.ids[a:a + 1])) for s, a, _ in self.tasks]  # [1, C'] each
+        self.ad_rows = sorted({int(r) for rows in firsts for r in rows[0, first_ad:]})
         weights = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}
         w = weights[config["hyper_parameters.task_sampling"]]
         self.task_probs = w / w.sum()
@@ -54,8 +63,39 @@ class RecDataset(IterableDataset):
         if small:
             logger.info("%d of %d campaigns have fewer rows than batch_size=%d: they are sampled "
                         "with replacement", small, len(self.tasks), self.batch_size)
-        logger.info("train data: %d rows, %d campaigns, %d meta-batches per epoch",
-                    self.num_rows, len(self.tasks), self.num_batches())
+        logger.info("train data: %d rows, %d campaigns, %d meta-batches per epoch%s",
+                    self.num_rows, len(self.tasks), self.num_batches(),
+                    f"; {len(self.val_tasks)} campaigns held out for meta-validation" if self.val_tasks else "")
+
+    def _hold_out(self, fraction):
+        """Remove round(fraction * campaigns) campaigns (at least 1, leaving at
+        least 1) from self.tasks, drawn with the run's seed; returns them."""
+        if fraction <= 0 or len(self.tasks) < 2:
+            return []
+        n_val = min(max(round(fraction * len(self.tasks)), 1), len(self.tasks) - 1)
+        picked = set(np.random.default_rng([self.seed, VAL_STREAM]).choice(len(self.tasks), n_val, replace=False))
+        val = [t for i, t in enumerate(self.tasks) if i in picked]
+        self.tasks = [t for i, t in enumerate(self.tasks) if i not in picked]
+        return val
+
+    def validation_batches(self):
+        """The held-out campaigns as meta-batches of task_count tasks (built
+        once, the same at every check): each task's support is batch_size of
+        its rows, its query up to VAL_QUERY_ROWS of the others."""
+        if self._validation is None:
+            tasks = []
+            for store, start, end in self.val_tasks:
+                rows = start + np.random.default_rng([self.seed, VAL_STREAM, start]).permutation(end - start)
+                n_sup = min(self.batch_size, max(rows.size // 2, 1))
+                sup, qry = rows[:n_sup], rows[n_sup:n_sup + VAL_QUERY_ROWS]
+                sup_rows, sup_len, sup_y = self._take(store, np.sort(sup))
+                qry_rows, qry_len, qry_y = self._take(store, np.sort(qry if qry.size else sup))
+                tasks.append({"aid": int(store.aids[start]), "sup_rows": sup_rows, "sup_lengths": sup_len,
+                              "sup_labels": sup_y, "qry_rows": qry_rows, "qry_lengths": qry_len,
+                              "qry_labels": qry_y})
+            self._validation = [build_meta_batch(tasks[i:i + self.task_count], self.schema.num_rows)
+                                for i in range(0, len(tasks), self.task_count)]
+        return self._validation
 
     def num_batches(self):
         """Meta-batches per epoch: ceil(rows / batch_size), as PaddleRec and the

@@ -51,6 +51,64 @@ class Window:
                 f"{100 * self.reader / busy:.1f}% compute {100 * self.compute / busy:.1f}%")
 
 
+class Validation:
+    """Meta-validation on the campaigns the reader held out
+    (runner.meta_val_fraction): their meta-loss every runner.meta_val_interval
+    meta-steps, the best parameters so far, and whether to stop."""
+
+    def __init__(self, run):
+        # PaddleRec's readers, and this one with no campaign held out, have none
+        self.batches = getattr(run.dataset, "validation_batches", lambda: [])()
+        self.interval = run.config["runner.meta_val_interval"]
+        self.patience = run.config["runner.meta_val_patience"]
+        self.curve = []  # [(meta-step of this run, loss)]
+        self.best, self.best_step, self.best_params, self.since_best = math.inf, None, None, 0
+
+    def __bool__(self):
+        return bool(self.batches)
+
+    def check(self, run, step):
+        """Loss on the held-out campaigns now (meta-step `step` of this run); keeps the best parameters."""
+        if self.curve and self.curve[-1][0] == step:
+            return
+        was_training = run.model.training
+        run.model.eval()
+        total = tasks = 0
+        for batch in self.batches:  # the inner step needs gradients: not under no_grad
+            loss, _, _ = run.dy_model.train_forward(run.model, [], batch, run.config)
+            total, tasks = total + float(loss) * len(batch[0]), tasks + len(batch[0])
+        if was_training:
+            run.model.train()
+        loss = total / tasks
+        self.curve.append((step, loss))
+        if loss < self.best - 1e-7:
+            self.best, self.best_step, self.since_best = loss, step, 0
+            self.best_params = {n: p.numpy().copy() for n, p in run.model.named_parameters()}
+        else:
+            self.since_best += 1
+        log.info("meta-validation at meta-step %d: loss %.5f (best %.5f at meta-step %d)", step, loss, self.best,
+                 self.best_step)
+
+    @property
+    def exhausted(self):
+        return bool(self.patience) and self.since_best >= self.patience
+
+    def state(self):
+        return {"best_loss": self.best, "best_meta_step": self.best_step, "checks": len(self.curve)}
+
+    @contextlib.contextmanager
+    def best_in_model(self, model):
+        """The best parameters in `model` for the duration (a checkpoint), then the current ones back."""
+        current = {n: p.numpy().copy() for n, p in model.named_parameters()}
+        for n, p in model.named_parameters():
+            p.set_value(self.best_params[n])
+        try:
+            yield
+        finally:
+            for n, p in model.named_parameters():
+                p.set_value(current[n])
+
+
 class Run:
     """What one training run works with: model class, reader, network,
     optimizer, and (rank 0) the lock on model_save_path."""
@@ -98,7 +156,7 @@ class Run:
         if self.lock is not None:
             self.lock.release()
 
-    def save(self, name, epoch, complete, done):
+    def save(self, name, epoch, complete, done, extra=None):
         from tools.utils.checkpoint import save_checkpoint
 
         root = self.config["runner.model_save_path"]
@@ -107,19 +165,20 @@ class Run:
         try:
             return save_checkpoint(root, name, self.model, self.optimizer, self.config,
                                    {"epoch": epoch, "complete": complete, "meta_batches_done": done,
-                                    "run_id": self.run_id, "trained_ad_rows": self.dataset.ad_rows})
+                                    "run_id": self.run_id, "trained_ad_rows": self.dataset.ad_rows,
+                                    **(extra or {})})
         except OSError as exc:
             raise ConfigError(f"{os.path.join(root, str(name))}: checkpoint not written ({exc.strerror}); the "
                               f"earlier checkpoints are intact. Free space in runner.model_save_path or choose "
                               f"another, then resume from the last one with -o runner.model_init_path") from None
 
-    def draw_curve(self, step_losses, epoch_ends, epoch_losses):
+    def draw_curve(self, step_losses, epoch_ends, epoch_losses, validation):
         """<model_save_path>/train.png, redrawn after every epoch (rank 0, runner.report_png)."""
         from tools.utils.report import draw_training
 
         if self.rank == 0 and self.config["runner.report_png"]:
             draw_training(os.path.join(self.config["runner.model_save_path"], "train.png"), step_losses,
-                          epoch_ends, epoch_losses, self.first_epoch)
+                          epoch_ends, epoch_losses, self.first_epoch, validation)
 
 
 def _claim(root):
@@ -220,9 +279,10 @@ def _step(run, batch, metric_list, stop, epoch, batch_id):
     return loss_value, stopping
 
 
-def _epoch(run, epoch, stop):
-    """One epoch of meta-steps, logged every runner.print_interval; returns
-    (the loss of every meta-step, samples)."""
+def _epoch(run, epoch, stop, validation, steps_before):
+    """One epoch of meta-steps, logged every runner.print_interval and
+    meta-validated every runner.meta_val_interval; returns (the loss of every
+    meta-step, samples, whether meta-validation says stop)."""
     from tools.utils.prefetch import prefetch
 
     config = run.config
@@ -245,6 +305,10 @@ def _epoch(run, epoch, stop):
         if progress.due(done):
             log.info("epoch %d batch %s | %s", epoch, progress.status(done, "meta-batches"), window.text())
             window = Window()
+        if validation and (steps_before + done) % validation.interval == 0:
+            validation.check(run, steps_before + done)
+            if validation.exhausted:
+                return losses, samples, True
         if stopping:
             path = run.save("interrupted", epoch, False, done)
             log.warning("stopped by signal at epoch %d, meta-batch %d; saved %s. Resume with "
@@ -253,39 +317,62 @@ def _epoch(run, epoch, stop):
         wait_start = time.perf_counter()
     if not losses:
         raise RuntimeError("the training reader produced no meta-batch; check runner.train_data_dir")
-    return losses, samples
+    if validation:
+        validation.check(run, steps_before + len(losses))
+    return losses, samples, validation.exhausted if validation else False
 
 
 def train(config):
     """Meta-train as configured; returns a summary dict: epochs, meta_batches,
     samples, seconds, loss (the last epoch's mean), epoch_losses, step_losses
-    (every meta-step's loss), model_save_path, model."""
+    (every meta-step's loss), model_save_path, model, validation ([(meta-step,
+    loss)] of meta-validation) and best_meta_step (the meta-step whose
+    parameters the checkpoints hold; None without meta-validation)."""
     run = _start(config)
+    validation = Validation(run)
     run_start, total_samples, epoch_losses, step_losses, epoch_ends = time.perf_counter(), 0, [], [], []
     with runtime.StopOnSignal() as stop, contextlib.closing(run):
         for epoch in range(run.first_epoch, config["runner.epochs"]):
             epoch_start = time.perf_counter()
-            losses, samples = _epoch(run, epoch, stop)
+            losses, samples, stopping = _epoch(run, epoch, stop, validation, len(step_losses))
             finite = [x for x in losses if math.isfinite(x)]
             epoch_losses.append(sum(finite) / max(len(finite), 1))
             step_losses += losses
             epoch_ends.append(len(step_losses))
-            path = run.save(epoch, epoch, True, len(losses))
+            # Without meta-validation the checkpoint is the last step's; with
+            # it, the best step's so far (the optimizer state stays the last step's).
+            epochs_to_save = range(epoch, config["runner.epochs"] if stopping else epoch + 1)
+            with validation.best_in_model(run.model) if validation else contextlib.nullcontext():
+                for saved in epochs_to_save:
+                    state = {"meta_validation": validation.state()} if validation else {}
+                    if stopping:
+                        state["stopped_early"] = {"epoch": epoch, "meta_step": len(step_losses)}
+                    path = run.save(saved, saved, True, len(losses), state)
             took = time.perf_counter() - epoch_start
             skipped = len(losses) - len(finite)
-            log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %s (%.0f samples/s), saved %s",
+            kept = f" (parameters of meta-step {validation.best_step})" if validation else ""
+            where = path if len(epochs_to_save) == 1 else f"{path} and epochs {epoch}..{epochs_to_save[-1]}"
+            log.info("epoch %d done: %d meta-batches%s, mean loss %.5f, %s (%.0f samples/s), saved %s%s",
                      epoch, len(losses), f" ({skipped} skipped)" if skipped else "", epoch_losses[-1],
-                     duration(took), samples / took, path)
-            run.draw_curve(step_losses, epoch_ends, epoch_losses)
+                     duration(took), samples / took, where, kept)
+            run.draw_curve(step_losses, epoch_ends, epoch_losses, validation.curve)
             total_samples += samples
+            if stopping:
+                log.info("meta-validation: no better loss in %d checks, training stopped at meta-step %d; "
+                         "checkpoints %d..%d hold meta-step %d's parameters", validation.patience,
+                         len(step_losses), epoch, config["runner.epochs"] - 1, validation.best_step)
+                break
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
-    log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f; "
-             "checkpoints in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last,
+    best = (f"; kept meta-step {validation.best_step} of {len(step_losses)} (meta-validation loss "
+            f"{validation.best:.5f})" if validation else "")
+    log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f%s; "
+             "checkpoints in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last, best,
              config["runner.model_save_path"])
     return {"epochs": len(epoch_losses), "meta_batches": len(step_losses), "samples": total_samples,
             "seconds": took, "loss": last, "epoch_losses": epoch_losses, "step_losses": step_losses,
-            "model_save_path": config["runner.model_save_path"], "model": run.model}
+            "model_save_path": config["runner.model_save_path"], "model": run.model,
+            "validation": validation.curve, "best_meta_step": validation.best_step if validation else None}
 
 
 parser, main = runtime.Cli("MetaHeac meta-training: checkpoints and train.png under runner.model_save_path",

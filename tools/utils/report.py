@@ -193,7 +193,7 @@ def training_figure(step_losses, epoch_ends, epoch_losses, first_epoch=0, valida
 
     epoch_ends: meta-steps done by the end of each epoch (epochs first_epoch, ...).
     validation: [(meta-step, loss)], a meta-validation curve drawn over the
-    training loss when given (the trainer has none yet).
+    training loss when given (runner.meta_val_fraction).
     """
     import pandas as pd
     from matplotlib import ticker

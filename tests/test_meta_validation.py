@@ -1,0 +1,99 @@
+"""Meta-validation: held-out training campaigns choose the meta-step the checkpoints keep."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from tools.gen_data import generate
+from tools.utils.checkpoint import load_checkpoint
+
+SAMPLE_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 2000, 1000, 500, 500], [78, 137, 14, 39, 32, 3]]
+
+
+@pytest.fixture
+def make(tiny_config, tmp_path):
+    data = tmp_path / "data"
+    generate(str(data), seed=5, n_train=10, n_hot=1, n_cold=1, scale=0.2)
+
+    def config(**runner):
+        c = tiny_config(runner={"train_data_dir": str(data / "train"), "model_save_path": str(tmp_path / "out"),
+                                "report_png": False, **runner},
+                        hyper={"features": None, "max_idxs": SAMPLE_MAX_IDXS, "batch_size": 32})
+        c["config_abs_dir"] = ROOT
+        return c
+    return config
+
+
+def reader(config):
+    import reader_train
+    from tools.utils import runtime
+    return reader_train.RecDataset(runtime.list_files(config["runner.train_data_dir"], "x"), config)
+
+
+def test_held_out_campaigns_are_never_trained_on(make):
+    full, held = reader(make()), reader(make(meta_val_fraction=0.3))
+    aid = lambda t: int(t[0].aids[t[1]])  # noqa: E731
+    val = {aid(t) for t in held.val_tasks}
+    assert len(val) == 3 and {aid(t) for t in held.tasks} == {aid(t) for t in full.tasks} - val
+    drawn = {task["aid"] for tasks, _ in held for task in tasks}
+    assert drawn and not drawn & val
+    batches = held.validation_batches()
+    assert {task["aid"] for tasks, _ in batches for task in tasks} == val
+    assert held.validation_batches() is batches  # the same at every check
+    assert [aid(t) for t in reader(make(meta_val_fraction=0.3)).val_tasks] == [aid(t) for t in held.val_tasks]
+
+
+def validation_loss(config, path):
+    from dygraph_model import DygraphModel
+    model = DygraphModel().create_model(config)
+    load_checkpoint(path, model)
+    model.eval()
+    r = reader(config)
+    losses = [(float(DygraphModel().train_forward(model, [], b, config)[0]), len(b[0])) for b in r.validation_batches()]
+    return sum(v * n for v, n in losses) / sum(n for _, n in losses)
+
+
+def test_checkpoints_hold_the_best_checked_parameters(make, tmp_path):
+    from tools.trainer import train
+    config = make(epochs=2, meta_val_fraction=0.3, meta_val_interval=3)
+    out = train(config)
+    steps, losses = zip(*out["validation"])
+    best = int(np.argmin(losses))
+    assert out["best_meta_step"] == steps[best]
+    assert steps[-1] == out["meta_batches"]  # an epoch's end is always checked
+    # the last checkpoint scores the held-out campaigns as the best check did
+    assert validation_loss(config, str(tmp_path / "out" / "1")) == pytest.approx(losses[best], rel=1e-5)
+    state = json.loads((tmp_path / "out" / "1" / "state.json").read_text())
+    assert state["meta_validation"]["best_meta_step"] == steps[best]
+
+
+def test_patience_stops_training_and_the_epochs_left_hold_the_best(make, tmp_path, monkeypatch):
+    from tools import trainer
+    real, first = trainer.Validation.check, {}
+
+    def nothing_beats_the_first(self, run, step):
+        real(self, run, step)
+        if not first:  # the first check is the best there will be
+            first.update(self.best_params)
+            self.best = -float("inf")
+    monkeypatch.setattr(trainer.Validation, "check", nothing_beats_the_first)
+    config = make(epochs=4, meta_val_fraction=0.3, meta_val_interval=2, meta_val_patience=2)
+    out = trainer.train(config)
+    assert out["meta_batches"] == 6 and out["epochs"] == 1  # checks at 2, 4, 6: two without a better loss
+    assert out["best_meta_step"] == 2
+    trained_on = dict(out["model"].named_parameters())  # training went on to step 6 ...
+    assert not np.array_equal(trained_on["critic_w"].numpy(), first["critic_w"])
+    for epoch in (0, 1, 2, 3):  # ... and every checkpoint holds step 2's parameters
+        saved = paddle.load(str(tmp_path / "out" / str(epoch) / "rec.pdparams"))
+        for name, value in first.items():
+            np.testing.assert_array_equal(saved[name].numpy(), value)
+        state = json.loads((tmp_path / "out" / str(epoch) / "state.json").read_text())
+        assert state["stopped_early"] == {"epoch": 0, "meta_step": 6} and state["complete"]
+
+
+def test_without_a_held_out_share_nothing_changes(make):
+    from tools.trainer import train
+    out = train(make(epochs=1))
+    assert out["validation"] == [] and out["best_meta_step"] is None
