@@ -12,7 +12,7 @@ Campaigns are drawn with probability set by hyper_parameters.task_sampling:
 ``normal`` proportional to rows, ``sqrt`` to sqrt(rows), ``unit`` uniform.
 
 runner.meta_val_fraction keeps a share of the campaigns out of training, for
-meta-validation (validation_batches; tools/trainer.py picks the meta-step
+meta-validation (validation_tasks; tools/trainer.py keeps the meta-step
 whose loss on them is best).
 """
 import logging
@@ -29,7 +29,7 @@ from metaheac.store import open_store, split_files
 logger = logging.getLogger(__name__)
 
 VAL_STREAM = 7919      # the random stream of the meta-validation split (apart from the epochs')
-VAL_QUERY_ROWS = 4096  # rows of a held-out campaign its validation loss is read on
+VAL_QUERY_ROWS = 2048  # rows of a held-out campaign its validation loss is read on
 
 
 class RecDataset(IterableDataset):
@@ -78,23 +78,19 @@ class RecDataset(IterableDataset):
         self.tasks = [t for i, t in enumerate(self.tasks) if i not in picked]
         return val
 
-    def validation_batches(self):
-        """The held-out campaigns as meta-batches of task_count tasks (built
-        once, the same at every check): each task's support is batch_size of
-        its rows, its query up to VAL_QUERY_ROWS of the others."""
+    def validation_tasks(self):
+        """The held-out campaigns as (support, query) pairs of dicts of rows
+        (table rows), lengths, labels, built once (the same at every check):
+        support is batch_size of a campaign's rows, a seed set; query up to
+        VAL_QUERY_ROWS of the others."""
         if self._validation is None:
-            tasks = []
+            self._validation = []
             for store, start, end in self.val_tasks:
                 rows = start + np.random.default_rng([self.seed, VAL_STREAM, start]).permutation(end - start)
                 n_sup = min(self.batch_size, max(rows.size // 2, 1))
-                sup, qry = rows[:n_sup], rows[n_sup:n_sup + VAL_QUERY_ROWS]
-                sup_rows, sup_len, sup_y = self._take(store, np.sort(sup))
-                qry_rows, qry_len, qry_y = self._take(store, np.sort(qry if qry.size else sup))
-                tasks.append({"aid": int(store.aids[start]), "sup_rows": sup_rows, "sup_lengths": sup_len,
-                              "sup_labels": sup_y, "qry_rows": qry_rows, "qry_lengths": qry_len,
-                              "qry_labels": qry_y})
-            self._validation = [build_meta_batch(tasks[i:i + self.task_count], self.schema.num_rows)
-                                for i in range(0, len(tasks), self.task_count)]
+                parts = rows[:n_sup], rows[n_sup:n_sup + VAL_QUERY_ROWS]
+                self._validation.append(tuple(dict(zip(("rows", "lengths", "labels"), self._take(store, np.sort(p))))
+                                              for p in (parts[0], parts[1] if parts[1].size else parts[0])))
         return self._validation
 
     def num_batches(self):

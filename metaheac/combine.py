@@ -163,36 +163,57 @@ def _auc(y, s):
     return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else np.nan
 
 
-def _route_labels(net, alternatives):
-    return ["own ids"] + [net.schema.id_label(field, row - field.offset) for field, _, row in alternatives[1:]]
+def route_prior(net, rows, prior):
+    """The routings a campaign (its rows [n, C]) may mix, how a user reads
+    each, and their log prior [R]: 1 - prior on its own ids and the rest
+    shared by the ids meta-training saw; when training never saw its own
+    ids, they weigh as much as any other. prior 0: its own ids alone."""
+    if prior <= 0:
+        return [None], ["own ids"], np.zeros(1)
+    routes, alternatives = candidate_routes(net, rows)
+    labels = ["own ids"] + [net.schema.id_label(field, row - field.offset) for field, _, row in alternatives[1:]]
+    own_rows = {int(rows[0, col]) for col, _ in gate_columns(net)}
+    if net.trained_ad_rows is not None and not own_rows <= net.trained_ad_rows:
+        return routes, labels, np.zeros(len(routes))  # its own gate rows are their random start
+    return routes, labels, route_log_prior(len(routes), prior)
+
+
+def _log_lik(probs, y):
+    """Per-row log-likelihood [n, R] of labels y [n] under probabilities [n, R]."""
+    p = np.clip(probs, EPS, 1.0 - EPS)
+    return y[:, None] * np.log(p) + (1.0 - y[:, None]) * np.log1p(-p)
+
+
+def mixture_loss(net, support, query, prior, batch):
+    """Log-loss on `query` of the mixture of routings that `support`'s labels
+    weigh (step 1 alone): how well the network adapts to a campaign it was
+    not trained on, read by meta-validation. support / query: dicts of rows,
+    lengths, labels of one campaign."""
+    routes, _, log_prior = route_prior(net, support["rows"], prior)
+    y = support["labels"].astype(np.float64)
+    weights = _posterior(log_prior, _log_lik(route_probs(net, support["rows"], support["lengths"], routes, batch), y))
+    p = route_probs(net, query["rows"], query["lengths"], routes, batch) @ weights
+    return float(-_log_lik(p[:, None], query["labels"].astype(np.float64)).mean())
 
 
 def fit(net, stage1, config, rng, cs=COMBINE_CS):
     """The Combination a campaign's seeds (stage1: rows [n, C], lengths, labels
     [n], aid) choose; `net` is not modified."""
     rows, lengths, y = stage1["rows"], stage1["lengths"], stage1["labels"].astype(np.float64)
-    prior, batch = config["runner.route_prior"], config["runner.score_batch_size"]
-    routes, alternatives = candidate_routes(net, rows) if prior > 0 else ([None], [None])
-    one_class = y.size == 0 or y.min() == y.max()
-    if one_class:
+    batch = config["runner.score_batch_size"]
+    if y.size == 0 or y.min() == y.max():
         # Seeds of one class favour whichever route scores them most extreme,
         # and leave nothing to rank by: the campaign's own ids stand.
         logger.warning("campaign %s: its %d seeds are all of one class, so it keeps its own ids and no "
                        "correction (adaptation needs positive and negative seeds)", stage1.get("aid", "?"), y.size)
-        routes, alternatives = [None], [None]
-    labels = _route_labels(net, alternatives)
-    fold = None if one_class else _folds(y, rng)
-    if fold is None:
-        return Combination([None], np.ones(1), labels[:1], np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {})
-    probs = route_probs(net, rows, lengths, routes, batch)                                   # [n, R]
-    p = np.clip(probs, EPS, 1.0 - EPS)
-    log_lik = y[:, None] * np.log(p) + (1.0 - y[:, None]) * np.log1p(-p)                    # [n, R]
-    own_rows = {int(rows[0, col]) for col, _ in gate_columns(net)}
-    if net.trained_ad_rows is not None and not own_rows <= net.trained_ad_rows:
-        # The campaign's own gate rows are their random start: no reason to prefer them.
-        log_prior = np.zeros(len(routes))
+        fold = None
     else:
-        log_prior = route_log_prior(len(routes), prior)
+        fold = _folds(y, rng)
+    if fold is None:
+        return Combination([None], np.ones(1), ["own ids"], np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {})
+    routes, labels, log_prior = route_prior(net, rows, config["runner.route_prior"])
+    probs = route_probs(net, rows, lengths, routes, batch)                                   # [n, R]
+    log_lik = _log_lik(probs, y)                                                             # [n, R]
     x = user_features(rows, lengths, net.schema)
     # An id no seed has keeps weight 0 at any C (its gradient is w alone): fit
     # over the seeds' ids, a few thousand columns rather than the vocabulary.

@@ -39,25 +39,31 @@ def test_held_out_campaigns_are_never_trained_on(make):
     assert len(val) == 3 and {aid(t) for t in held.tasks} == {aid(t) for t in full.tasks} - val
     drawn = {task["aid"] for tasks, _ in held for task in tasks}
     assert drawn and not drawn & val
-    batches = held.validation_batches()
-    assert {task["aid"] for tasks, _ in batches for task in tasks} == val
-    assert held.validation_batches() is batches  # the same at every check
+    tasks = held.validation_tasks()
+    assert len(tasks) == 3 and held.validation_tasks() is tasks  # the same at every check
+    first_ad = len(held.schema.static) + held.schema.seq_width
+    aid_col = held.schema.data_ad.index(next(f for f in held.schema.data_ad if f.name == "campaignId"))
+    for support, query in tasks:  # support and query rows of one held-out campaign
+        assert support["rows"].shape[0] <= 32 and query["rows"].shape[0] > 0
+        assert len({int(r) for r in np.concatenate([support["rows"], query["rows"]])[:, first_ad + aid_col]}) == 1
     assert [aid(t) for t in reader(make(meta_val_fraction=0.3)).val_tasks] == [aid(t) for t in held.val_tasks]
 
 
 def validation_loss(config, path):
     from dygraph_model import DygraphModel
+    from metaheac.combine import mixture_loss
     model = DygraphModel().create_model(config)
     load_checkpoint(path, model)
     model.eval()
     r = reader(config)
-    losses = [(float(DygraphModel().train_forward(model, [], b, config)[0]), len(b[0])) for b in r.validation_batches()]
-    return sum(v * n for v, n in losses) / sum(n for _, n in losses)
+    model.trained_ad_rows = set(r.ad_rows)
+    tasks = r.validation_tasks()
+    return sum(mixture_loss(model, s, q, config["runner.route_prior"], 4096) for s, q in tasks) / len(tasks)
 
 
 def test_checkpoints_hold_the_best_checked_parameters(make, tmp_path):
     from tools.trainer import train
-    config = make(epochs=2, meta_val_fraction=0.3, meta_val_interval=3)
+    config = make(epochs=2, meta_val_fraction=0.3, meta_val_interval=3, route_prior=0.1)
     out = train(config)
     steps, losses = zip(*out["validation"])
     best = int(np.argmin(losses))

@@ -53,33 +53,31 @@ class Window:
 
 class Validation:
     """Meta-validation on the campaigns the reader held out
-    (runner.meta_val_fraction): their meta-loss every runner.meta_val_interval
-    meta-steps, the best parameters so far, and whether to stop."""
+    (runner.meta_val_fraction), every runner.meta_val_interval meta-steps: the
+    loss on each one's query rows once its support rows (a seed set) have
+    weighed the routings meta-training saw, as a new campaign is adapted
+    (metaheac/combine.py); the best parameters so far, and whether to stop."""
 
     def __init__(self, run):
         # PaddleRec's readers, and this one with no campaign held out, have none
-        self.batches = getattr(run.dataset, "validation_batches", lambda: [])()
+        self.tasks = getattr(run.dataset, "validation_tasks", lambda: [])()
         self.interval = run.config["runner.meta_val_interval"]
         self.patience = run.config["runner.meta_val_patience"]
         self.curve = []  # [(meta-step of this run, loss)]
         self.best, self.best_step, self.best_params, self.since_best = math.inf, None, None, 0
 
     def __bool__(self):
-        return bool(self.batches)
+        return bool(self.tasks)
 
     def check(self, run, step):
         """Loss on the held-out campaigns now (meta-step `step` of this run); keeps the best parameters."""
         if self.curve and self.curve[-1][0] == step:
             return
-        was_training = run.model.training
-        run.model.eval()
-        total = tasks = 0
-        for batch in self.batches:  # the inner step needs gradients: not under no_grad
-            loss, _, _ = run.dy_model.train_forward(run.model, [], batch, run.config)
-            total, tasks = total + float(loss) * len(batch[0]), tasks + len(batch[0])
-        if was_training:
-            run.model.train()
-        loss = total / tasks
+        from metaheac.combine import mixture_loss
+
+        prior, batch = run.config["runner.route_prior"], run.config["runner.score_batch_size"]
+        loss = sum(mixture_loss(run.model, support, query, prior, batch) for support, query in self.tasks)
+        loss /= len(self.tasks)
         self.curve.append((step, loss))
         if loss < self.best - 1e-7:
             self.best, self.best_step, self.since_best = loss, step, 0
