@@ -184,16 +184,16 @@ def _log_lik(probs, y):
     return y[:, None] * np.log(p) + (1.0 - y[:, None]) * np.log1p(-p)
 
 
-def mixture_loss(net, support, query, prior, batch):
-    """Log-loss on `query` of the mixture of routings that `support`'s labels
-    weigh (step 1 alone): how well the network adapts to a campaign it was
-    not trained on, read by meta-validation. support / query: dicts of rows,
-    lengths, labels of one campaign."""
+def mixture_auc(net, support, query, prior, batch):
+    """AUC on `query` of the mixture of routings that `support`'s labels weigh
+    (step 1 alone): how well the network ranks the users of a campaign it was
+    not trained on once a seed set has chosen its routing; read by
+    meta-validation. support / query: dicts of rows, lengths, labels of one
+    campaign."""
     routes, _, log_prior = route_prior(net, support["rows"], prior)
     y = support["labels"].astype(np.float64)
     weights = _posterior(log_prior, _log_lik(route_probs(net, support["rows"], support["lengths"], routes, batch), y))
-    p = route_probs(net, query["rows"], query["lengths"], routes, batch) @ weights
-    return float(-_log_lik(p[:, None], query["labels"].astype(np.float64)).mean())
+    return _auc(query["labels"], route_probs(net, query["rows"], query["lengths"], routes, batch) @ weights)
 
 
 def fit(net, stage1, config, rng, cs=COMBINE_CS):

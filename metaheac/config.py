@@ -56,11 +56,11 @@ SPEC = {
                                            "<model_save_path>/replaced-<run id>/ (false: refuse to start)"),
         "meta_val_fraction": Key(float, 0.0, BELOW_ONE,
                                  "share of the training campaigns held out for meta-validation: training keeps, "
-                                 "in each epoch's checkpoint, the parameters whose meta-loss on them is best "
-                                 "(0: off, every checkpoint is the last step's)"),
-        "meta_val_interval": Key(int, 10, POSITIVE, "meta-steps between meta-validation checks"),
+                                 "in each epoch's checkpoint, the parameters that rank their users best once a "
+                                 "seed set has routed them (0: off, every checkpoint is the last step's)"),
+        "meta_val_interval": Key(int, 20, POSITIVE, "meta-steps between meta-validation checks"),
         "meta_val_patience": Key(int, 0, NON_NEGATIVE,
-                                 "stop training after this many checks without a better meta-validation loss; "
+                                 "stop training after this many checks without a better meta-validation GAUC; "
                                  "the epochs left get the best parameters (0: train the whole budget)"),
         "model_init_path": Key(str, help="checkpoint dir (or rec.pdparams file) to start training from", path=True),
         "test_data_dir": Key(str, help="directory with test_stage1.pkl and test_stage2.pkl", path=True),

@@ -49,28 +49,28 @@ def test_held_out_campaigns_are_never_trained_on(make):
     assert [aid(t) for t in reader(make(meta_val_fraction=0.3)).val_tasks] == [aid(t) for t in held.val_tasks]
 
 
-def validation_loss(config, path):
+def validation_gauc(config, path):
     from dygraph_model import DygraphModel
-    from metaheac.combine import mixture_loss
+    from metaheac.combine import mixture_auc
     model = DygraphModel().create_model(config)
     load_checkpoint(path, model)
     model.eval()
     r = reader(config)
     model.trained_ad_rows = set(r.ad_rows)
     tasks = r.validation_tasks()
-    return sum(mixture_loss(model, s, q, config["runner.route_prior"], 4096) for s, q in tasks) / len(tasks)
+    return float(np.nanmean([mixture_auc(model, s, q, config["runner.route_prior"], 4096) for s, q in tasks]))
 
 
 def test_checkpoints_hold_the_best_checked_parameters(make, tmp_path):
     from tools.trainer import train
     config = make(epochs=2, meta_val_fraction=0.3, meta_val_interval=3, route_prior=0.1)
     out = train(config)
-    steps, losses = zip(*out["validation"])
-    best = int(np.argmin(losses))
+    steps, gaucs = zip(*out["validation"])
+    best = int(np.argmax(gaucs))
     assert out["best_meta_step"] == steps[best]
     assert steps[-1] == out["meta_batches"]  # an epoch's end is always checked
-    # the last checkpoint scores the held-out campaigns as the best check did
-    assert validation_loss(config, str(tmp_path / "out" / "1")) == pytest.approx(losses[best], rel=1e-5)
+    # the last checkpoint ranks the held-out campaigns as the best check did
+    assert validation_gauc(config, str(tmp_path / "out" / "1")) == pytest.approx(gaucs[best], rel=1e-6)
     state = json.loads((tmp_path / "out" / "1" / "state.json").read_text())
     assert state["meta_validation"]["best_meta_step"] == steps[best]
 
@@ -83,7 +83,7 @@ def test_patience_stops_training_and_the_epochs_left_hold_the_best(make, tmp_pat
         real(self, run, step)
         if not first:  # the first check is the best there will be
             first.update(self.best_params)
-            self.best = -float("inf")
+            self.best = float("inf")
     monkeypatch.setattr(trainer.Validation, "check", nothing_beats_the_first)
     config = make(epochs=4, meta_val_fraction=0.3, meta_val_interval=2, meta_val_patience=2)
     out = trainer.train(config)

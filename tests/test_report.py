@@ -112,15 +112,18 @@ def test_report_of_an_unlabelled_pool_draws_the_score_histogram(tmp_path):
 
 
 def test_training_curve(tmp_path):
-    """Loss per meta-step (a skipped, non-finite one left out), smoothed, per-epoch means, the validation hook."""
+    """Loss per meta-step (a skipped, non-finite one left out), smoothed, per-epoch means, and the
+    meta-validation GAUC on an axis of its own."""
     import matplotlib.pyplot as plt
 
     losses = list(np.linspace(0.7, 0.4, 30))
     losses[7] = float("nan")
-    fig = report.training_figure(losses, [15, 30], [0.6, 0.45], first_epoch=2, validation=[(15, 0.62), (30, 0.5)])
-    (ax,) = fig.axes
+    fig = report.training_figure(losses, [15, 30], [0.6, 0.45], first_epoch=2, validation=[(15, 0.62), (30, 0.7)])
+    ax, right = fig.axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "meta-step loss", "smoothed (EMA, span 2 steps)", "epoch mean", "meta-validation loss"]
+        "meta-step loss", "smoothed (EMA, span 2 steps)", "epoch mean"]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["meta-validation GAUC"]
+    assert list(right.lines[0].get_ydata()) == [0.62, 0.7]
     assert {t.get_text() for t in ax.texts} == {"epoch 2", "epoch 3"}
     assert all(_labelled_ticks(fig).values())
     plt.close(fig)

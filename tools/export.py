@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from metaheac.errors import ConfigError  # noqa: E402
 from tools.utils import runtime  # noqa: E402
 
 log = runtime.logger
@@ -50,6 +51,11 @@ def export(config, args):
     from metaheac.routing import describe_route
     from tools.campaign import finetune_campaign, load_model, read_campaign_file
 
+    if args.seeds and config["runner.adaptation"] == "wide_cv":
+        raise ConfigError("runner.adaptation=wide_cv adapts a campaign outside the network (a mixture of routings "
+                          "and a correction on user ids), which a served graph cannot hold: rank pools with "
+                          "tools/expand.py, export the meta-learned model without --seeds, or export a "
+                          "fine-tuned one with -o runner.adaptation=finetune")
     _, model, ckpt = load_model(config, args.epoch)
     what = f"meta-learned model {ckpt}"
     if args.seeds:

@@ -53,38 +53,42 @@ class Window:
 
 class Validation:
     """Meta-validation on the campaigns the reader held out
-    (runner.meta_val_fraction), every runner.meta_val_interval meta-steps: the
-    loss on each one's query rows once its support rows (a seed set) have
-    weighed the routings meta-training saw, as a new campaign is adapted
-    (metaheac/combine.py); the best parameters so far, and whether to stop."""
+    (runner.meta_val_fraction), every runner.meta_val_interval meta-steps:
+    GAUC (mean AUC) on each one's query rows once its support rows, a seed
+    set, have weighed the routings meta-training saw, as a new campaign is
+    adapted (metaheac/combine.py). Ranking rather than log-loss: the loss
+    stops improving (the network grows over-confident) long before the
+    ranking does. Keeps the best parameters so far; says when to stop."""
 
     def __init__(self, run):
         # PaddleRec's readers, and this one with no campaign held out, have none
         self.tasks = getattr(run.dataset, "validation_tasks", lambda: [])()
         self.interval = run.config["runner.meta_val_interval"]
         self.patience = run.config["runner.meta_val_patience"]
-        self.curve = []  # [(meta-step of this run, loss)]
-        self.best, self.best_step, self.best_params, self.since_best = math.inf, None, None, 0
+        self.curve = []  # [(meta-step of this run, GAUC)]
+        self.best, self.best_step, self.best_params, self.since_best = -math.inf, None, None, 0
 
     def __bool__(self):
         return bool(self.tasks)
 
     def check(self, run, step):
-        """Loss on the held-out campaigns now (meta-step `step` of this run); keeps the best parameters."""
+        """GAUC on the held-out campaigns now (meta-step `step` of this run); keeps the best parameters."""
         if self.curve and self.curve[-1][0] == step:
             return
-        from metaheac.combine import mixture_loss
+        import numpy as np
+
+        from metaheac.combine import mixture_auc
 
         prior, batch = run.config["runner.route_prior"], run.config["runner.score_batch_size"]
-        loss = sum(mixture_loss(run.model, support, query, prior, batch) for support, query in self.tasks)
-        loss /= len(self.tasks)
-        self.curve.append((step, loss))
-        if loss < self.best - 1e-7:
-            self.best, self.best_step, self.since_best = loss, step, 0
+        gauc = float(np.nanmean([mixture_auc(run.model, support, query, prior, batch)
+                                 for support, query in self.tasks]))
+        self.curve.append((step, gauc))
+        if gauc > self.best + 1e-7:
+            self.best, self.best_step, self.since_best = gauc, step, 0
             self.best_params = {n: p.numpy().copy() for n, p in run.model.named_parameters()}
         else:
             self.since_best += 1
-        log.info("meta-validation at meta-step %d: loss %.5f (best %.5f at meta-step %d)", step, loss, self.best,
+        log.info("meta-validation at meta-step %d: GAUC %.4f (best %.4f at meta-step %d)", step, gauc, self.best,
                  self.best_step)
 
     @property
@@ -92,7 +96,7 @@ class Validation:
         return bool(self.patience) and self.since_best >= self.patience
 
     def state(self):
-        return {"best_loss": self.best, "best_meta_step": self.best_step, "checks": len(self.curve)}
+        return {"best_gauc": self.best, "best_meta_step": self.best_step, "checks": len(self.curve)}
 
     @contextlib.contextmanager
     def best_in_model(self, model):
@@ -324,7 +328,7 @@ def train(config):
     """Meta-train as configured; returns a summary dict: epochs, meta_batches,
     samples, seconds, loss (the last epoch's mean), epoch_losses, step_losses
     (every meta-step's loss), model_save_path, model, validation ([(meta-step,
-    loss)] of meta-validation) and best_meta_step (the meta-step whose
+    GAUC)] of meta-validation) and best_meta_step (the meta-step whose
     parameters the checkpoints hold; None without meta-validation)."""
     run = _start(config)
     validation = Validation(run)
@@ -356,14 +360,14 @@ def train(config):
             run.draw_curve(step_losses, epoch_ends, epoch_losses, validation.curve)
             total_samples += samples
             if stopping:
-                log.info("meta-validation: no better loss in %d checks, training stopped at meta-step %d; "
+                log.info("meta-validation: no better GAUC in %d checks, training stopped at meta-step %d; "
                          "checkpoints %d..%d hold meta-step %d's parameters", validation.patience,
                          len(step_losses), epoch, config["runner.epochs"] - 1, validation.best_step)
                 break
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
-    best = (f"; kept meta-step {validation.best_step} of {len(step_losses)} (meta-validation loss "
-            f"{validation.best:.5f})" if validation else "")
+    best = (f"; kept meta-step {validation.best_step} of {len(step_losses)} (meta-validation GAUC "
+            f"{validation.best:.4f})" if validation else "")
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f%s; "
              "checkpoints in %s", len(epoch_losses), len(step_losses), total_samples, duration(took), last, best,
              config["runner.model_save_path"])

@@ -192,8 +192,8 @@ def training_figure(step_losses, epoch_ends, epoch_losses, first_epoch=0, valida
     moving average, and each epoch's mean loss over that epoch's steps.
 
     epoch_ends: meta-steps done by the end of each epoch (epochs first_epoch, ...).
-    validation: [(meta-step, loss)], a meta-validation curve drawn over the
-    training loss when given (runner.meta_val_fraction).
+    validation: [(meta-step, GAUC)], the meta-validation curve
+    (runner.meta_val_fraction), drawn on a second axis when given.
     """
     import pandas as pd
     from matplotlib import ticker
@@ -216,7 +216,10 @@ def training_figure(step_losses, epoch_ends, epoch_losses, first_epoch=0, valida
         start = end
     if validation:
         at, value = zip(*validation)
-        ax.plot(at, value, "o-", color="tab:green", label="meta-validation loss")
+        right = ax.twinx()
+        right.plot(at, value, "o-", ms=3, color="tab:green", label="meta-validation GAUC")
+        right.set_ylabel("meta-validation GAUC", color="tab:green")
+        right.legend(loc="upper center")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("meta-step (this run)")
     ax.set_ylabel("loss")
