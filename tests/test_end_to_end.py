@@ -47,9 +47,12 @@ def test_trainer_logs_progress_and_writes_checkpoints(trained):
         assert "embed_dim: 8" in (ckpt / "config.yaml").read_text()
     assert not [p for p in os.listdir(work / "out") if ".tmp" in p]
     # the progress line: position, rate, ETA, loss, throughput, reader share
-    assert "epoch 2 batch 48/48 | " in log and "meta-batches/s" in log and "ETA" in log
+    # one of the 8 campaigns is held out for meta-validation (config.yaml): 7 train, 42 meta-batches an epoch
+    assert "7 campaigns, 42 meta-batches per epoch; 1 campaigns held out for meta-validation" in log
+    assert "epoch 2 batch 42/42 | " in log and "meta-batches/s" in log and "ETA" in log
     assert "samples/s" in log and "reader" in log
-    assert "training finished: 3 epochs, 144 meta-batches" in log
+    assert "meta-validation at meta-step 20: GAUC" in log
+    assert "training finished: 3 epochs, 126 meta-batches" in log and "kept meta-step" in log
     assert (work / "out" / "train.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "training finished: 3 epochs" in (work / "logs" / "train.log").read_text()  # --log-file
 
@@ -105,7 +108,9 @@ def test_resume_from_model_init_path(trained):
     assert not np.allclose(before["expert_w0"].numpy(), after["expert_w0"].numpy())
     state = json.loads((work / "resumed" / "3" / "state.json").read_text())
     earlier = json.loads((work / "out" / "2" / "state.json").read_text())
-    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 48, "run_id": earlier["run_id"],
+    meta_validation = state.pop("meta_validation")  # the resumed epoch's own checks (config.yaml holds some out)
+    assert meta_validation["checks"] >= 2 and meta_validation["best_meta_step"] in (20, 40, 42)
+    assert state == {"epoch": 3, "complete": True, "meta_batches_done": 42, "run_id": earlier["run_id"],
                      "trained_ad_rows": earlier["trained_ad_rows"]}  # the same run, resumed, on the same campaigns
 
 
@@ -170,6 +175,21 @@ def test_expand_matches_infer_audience(trained):
         assert metrics_json["summary"][key] == pytest.approx(campaigns[key].mean(), rel=1e-5)
 
 
+def test_export_of_a_wide_cv_campaign_is_refused_in_one_line(trained):
+    import pandas as pd
+
+    work, _ = trained
+    frame = pd.read_pickle(work / "data" / "test_cold" / "test_stage1.pkl")
+    frame[frame["aid"] == frame["aid"].iloc[0]].to_pickle(work / "seeds_one.pkl")
+    cmd = [sys.executable, os.path.join(ROOT, "tools/export.py"), "-m", os.path.join(ROOT, "config.yaml"),
+           "--seeds", "seeds_one.pkl", "-o", "runner.infer_load_path=out", "runner.infer_start_epoch=2",
+           "runner.infer_end_epoch=3", *MODEL]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "runner.adaptation=wide_cv adapts a campaign outside the network" in proc.stderr
+    assert "-o runner.adaptation=finetune" in proc.stderr
+
+
 @pytest.mark.parametrize("campaign", [False, True])
 def test_export_matches_dygraph(trained, campaign):
     import pandas as pd
@@ -187,6 +207,8 @@ def test_export_matches_dygraph(trained, campaign):
         frame = pd.read_pickle(work / "data" / "test_cold" / "test_stage1.pkl")
         frame[frame["aid"] == frame["aid"].iloc[0]].to_pickle(work / "seeds.pkl")
         extra += ["--seeds", "seeds.pkl", "-v"]
+        # a fine-tuned campaign is a network; wide_cv's adaptation is not (the next test)
+        overrides.append("runner.adaptation=finetune")
     log = run("tools/export.py", *overrides, cwd=work, extra=extra)
     # hidden by default (run() checks), -v shows Paddle's own lines
     assert ("PIR" in log) == campaign
