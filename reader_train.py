@@ -11,9 +11,9 @@ than needed is sampled with replacement instead of failing.
 Campaigns are drawn with probability set by hyper_parameters.task_sampling:
 ``normal`` proportional to rows, ``sqrt`` to sqrt(rows), ``unit`` uniform.
 
-runner.meta_val_fraction keeps a share of the campaigns out of training, for
-meta-validation (validation_tasks; tools/trainer.py keeps the meta-step
-whose loss on them is best).
+runner.meta_val_fraction keeps a share of the campaigns out of training for
+meta-validation, once a trainer asks for them (validation_tasks;
+tools/trainer.py keeps the meta-step that ranks them best).
 """
 import logging
 import math
@@ -48,42 +48,51 @@ class RecDataset(IterableDataset):
         # every campaign of every file: (store, first row, end row)
         self.tasks = [(s, int(a), int(b)) for s in self.stores
                       for a, b in zip(s.task_offsets[:-1], s.task_offsets[1:])]
-        self.val_tasks = self._hold_out(config["runner.meta_val_fraction"])
-        self._validation = None
+        self.sampling = config["hyper_parameters.task_sampling"]
+        self.val_fraction = config["runner.meta_val_fraction"]
+        self.val_tasks, self._validation = [], None
+        self._index()
+        small = int(sum(b - a < self.batch_size for _, a, b in self.tasks))
+        if small:
+            logger.info("%d of %d campaigns have fewer rows than batch_size=%d: they are sampled "
+                        "with replacement", small, len(self.tasks), self.batch_size)
+        logger.info("train data: %d rows, %d campaigns, %d meta-batches per epoch",
+                    self.num_rows, len(self.tasks), self.num_batches())
+
+    def _index(self):
+        """Row count, ad rows and sampling probabilities of the training campaigns (self.tasks)."""
         sizes = np.array([b - a for _, a, b in self.tasks], dtype=np.float64)
         self.num_rows = int(sizes.sum())
         # table rows of every ad id (and cross) of the training campaigns: the ids routing may pick
         first_ad = len(self.schema.static) + self.schema.seq_width
         firsts = [self.schema.table_rows(np.asarray(s.ids[a:a + 1])) for s, a, _ in self.tasks]  # [1, C'] each
         self.ad_rows = sorted({int(r) for rows in firsts for r in rows[0, first_ad:]})
-        weights = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}
-        w = weights[config["hyper_parameters.task_sampling"]]
+        w = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}[self.sampling]
         self.task_probs = w / w.sum()
-        small = int((sizes < self.batch_size).sum())
-        if small:
-            logger.info("%d of %d campaigns have fewer rows than batch_size=%d: they are sampled "
-                        "with replacement", small, len(self.tasks), self.batch_size)
-        logger.info("train data: %d rows, %d campaigns, %d meta-batches per epoch%s",
-                    self.num_rows, len(self.tasks), self.num_batches(),
-                    f"; {len(self.val_tasks)} campaigns held out for meta-validation" if self.val_tasks else "")
 
-    def _hold_out(self, fraction):
-        """Remove round(fraction * campaigns) campaigns (at least 1, leaving at
-        least 1) from self.tasks, drawn with the run's seed; returns them."""
-        if fraction <= 0 or len(self.tasks) < 2:
-            return []
-        n_val = min(max(round(fraction * len(self.tasks)), 1), len(self.tasks) - 1)
-        picked = set(np.random.default_rng([self.seed, VAL_STREAM]).choice(len(self.tasks), n_val, replace=False))
-        val = [t for i, t in enumerate(self.tasks) if i in picked]
+    def _hold_out(self):
+        """Move round(meta_val_fraction * campaigns) campaigns (at least 1,
+        leaving at least 1), drawn with the run's seed, from self.tasks to
+        self.val_tasks."""
+        fraction, n = self.val_fraction, len(self.tasks)
+        if fraction <= 0 or n < 2:
+            return
+        n_val = min(max(round(fraction * n), 1), n - 1)
+        picked = set(np.random.default_rng([self.seed, VAL_STREAM]).choice(n, n_val, replace=False))
+        self.val_tasks = [t for i, t in enumerate(self.tasks) if i in picked]
         self.tasks = [t for i, t in enumerate(self.tasks) if i not in picked]
-        return val
+        self._index()
+        logger.info("meta-validation: %d campaigns held out; training on %d campaigns, %d rows, %d meta-batches "
+                    "per epoch", n_val, len(self.tasks), self.num_rows, self.num_batches())
 
     def validation_tasks(self):
         """The held-out campaigns as (support, query) pairs of dicts of rows
         (table rows), lengths, labels, built once (the same at every check):
         support is batch_size of a campaign's rows, a seed set; query up to
-        VAL_QUERY_ROWS of the others."""
+        VAL_QUERY_ROWS of the others. The first call holds them out of
+        training: a trainer that never asks (PaddleRec's) trains on all."""
         if self._validation is None:
+            self._hold_out()
             self._validation = []
             for store, start, end in self.val_tasks:
                 rows = start + np.random.default_rng([self.seed, VAL_STREAM, start]).permutation(end - start)

@@ -48,7 +48,7 @@ def test_trainer_logs_progress_and_writes_checkpoints(trained):
     assert not [p for p in os.listdir(work / "out") if ".tmp" in p]
     # the progress line: position, rate, ETA, loss, throughput, reader share
     # one of the 8 campaigns is held out for meta-validation (config.yaml): 7 train, 42 meta-batches an epoch
-    assert "7 campaigns, 42 meta-batches per epoch; 1 campaigns held out for meta-validation" in log
+    assert "meta-validation: 1 campaigns held out; training on 7 campaigns" in log and "42 meta-batches per epoch" in log
     assert "epoch 2 batch 42/42 | " in log and "meta-batches/s" in log and "ETA" in log
     assert "samples/s" in log and "reader" in log
     assert "meta-validation at meta-step 20: GAUC" in log

@@ -35,18 +35,21 @@ def reader(config):
 def test_held_out_campaigns_are_never_trained_on(make):
     full, held = reader(make()), reader(make(meta_val_fraction=0.3))
     aid = lambda t: int(t[0].aids[t[1]])  # noqa: E731
+    assert len(held.tasks) == 10  # nothing is held out until a trainer asks (PaddleRec's never does)
+    tasks = held.validation_tasks()
     val = {aid(t) for t in held.val_tasks}
     assert len(val) == 3 and {aid(t) for t in held.tasks} == {aid(t) for t in full.tasks} - val
     drawn = {task["aid"] for tasks, _ in held for task in tasks}
     assert drawn and not drawn & val
-    tasks = held.validation_tasks()
     assert len(tasks) == 3 and held.validation_tasks() is tasks  # the same at every check
     first_ad = len(held.schema.static) + held.schema.seq_width
     aid_col = held.schema.data_ad.index(next(f for f in held.schema.data_ad if f.name == "campaignId"))
     for support, query in tasks:  # support and query rows of one held-out campaign
         assert support["rows"].shape[0] <= 32 and query["rows"].shape[0] > 0
         assert len({int(r) for r in np.concatenate([support["rows"], query["rows"]])[:, first_ad + aid_col]}) == 1
-    assert [aid(t) for t in reader(make(meta_val_fraction=0.3)).val_tasks] == [aid(t) for t in held.val_tasks]
+    again = reader(make(meta_val_fraction=0.3))
+    again.validation_tasks()
+    assert [aid(t) for t in again.val_tasks] == [aid(t) for t in held.val_tasks]
 
 
 def validation_gauc(config, path):
@@ -56,8 +59,8 @@ def validation_gauc(config, path):
     load_checkpoint(path, model)
     model.eval()
     r = reader(config)
-    model.trained_ad_rows = set(r.ad_rows)
     tasks = r.validation_tasks()
+    model.trained_ad_rows = set(r.ad_rows)
     return float(np.nanmean([mixture_auc(model, s, q, config["runner.route_prior"], 4096) for s, q in tasks]))
 
 

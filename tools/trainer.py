@@ -63,7 +63,7 @@ class Validation:
     def __init__(self, run):
         # PaddleRec's readers, and this one with no campaign held out, have none
         self.tasks = getattr(run.dataset, "validation_tasks", lambda: [])()
-        self.interval = run.config["runner.meta_val_interval"]
+        self.interval = run.config["runner.meta_val_interval"]  # run: Run, being set up
         self.patience = run.config["runner.meta_val_patience"]
         self.curve = []  # [(meta-step of this run, GAUC)]
         self.best, self.best_step, self.best_params, self.since_best = -math.inf, None, None, 0
@@ -126,6 +126,7 @@ class Run:
             files = runtime.list_files(require(config, "runner.train_data_dir"), "runner.train_data_dir")
             self.dataset = reader.RecDataset(files, config)
             self.dataset.set_rank(rank, size)
+            self.validation = Validation(self)  # holds campaigns out of self.dataset: before its ad rows are read
             self.model = self.dy_model.create_model(config)
             self.optimizer = self.dy_model.create_optimizer(self.model, config)
             self.first_epoch, state = 0, None
@@ -331,7 +332,7 @@ def train(config):
     GAUC)] of meta-validation) and best_meta_step (the meta-step whose
     parameters the checkpoints hold; None without meta-validation)."""
     run = _start(config)
-    validation = Validation(run)
+    validation = run.validation
     run_start, total_samples, epoch_losses, step_losses, epoch_ends = time.perf_counter(), 0, [], [], []
     with runtime.StopOnSignal() as stop, contextlib.closing(run):
         for epoch in range(run.first_epoch, config["runner.epochs"]):
