@@ -3,9 +3,11 @@
     python infer.py -m config.yaml [-o runner.test_data_dir=data/test_cold ...]
 
 For each checkpoint epoch in [infer_start_epoch, infer_end_epoch) and each
-campaign of runner.test_data_dir: start from the meta-learned parameters,
-fine-tune with Adam on the seed set (stage 1), score the candidates
-(stage 2). Logs a line per campaign and a summary, and writes
+campaign of runner.test_data_dir: adapt the meta-learned model to the seed
+set (stage 1) as runner.adaptation says (wide_cv: the seeds weigh the
+trained routings and correct the network on their own ids, as far as
+cross-validation on them says; finetune: Adam epochs on the seeds), then
+score the candidates (stage 2). Logs a line per campaign and a summary, and writes
 runner.output_dir: metrics.json, campaigns.csv, audience/<aid>.csv (the top
 candidates of each campaign, ranked) and report.png.
 """

@@ -42,12 +42,13 @@ def expand(config, seeds, pool, out, **runner):
     return run(config, argparse.Namespace(seeds=str(seeds), candidates=str(pool), out=str(out), epoch=None))
 
 
-def test_same_users_same_scores_whatever_the_format_and_chunk(setup):
+@pytest.mark.parametrize("adaptation", ["finetune", "wide_cv"])
+def test_same_users_same_scores_whatever_the_format_and_chunk(setup, adaptation):
     config, _, tmp = setup
     results = []
     for pool, chunk in (("pool.pkl", 10_000), ("pool.parquet", 10_000), ("pool.parquet", 7), ("pool.pkl", 50)):
         out = tmp / f"out_{pool}_{chunk}"
-        summary = expand(config, tmp / "seeds.pkl", tmp / pool, out, pool_chunk_rows=chunk)
+        summary = expand(config, tmp / "seeds.pkl", tmp / pool, out, pool_chunk_rows=chunk, adaptation=adaptation)
         assert [row["aid"] for row in summary] == [7, 8] and all(row["audience_size"] == 300 for row in summary)
         results.append({aid: pd.read_csv(out / f"{aid}.csv") for aid in (7, 8)})
     for other in results[1:]:
