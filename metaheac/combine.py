@@ -64,7 +64,7 @@ class Combination(NamedTuple):
         order = np.argsort(-self.weights)[:3]
         mix = "routes " + ", ".join(f"{self.labels[i]} {100 * self.weights[i]:.0f}%" for i in order)
         if not self.cv_auc:
-            return mix + "; no correction (seeds of one class)"
+            return mix + "; no correction (fewer than 2 seeds of a class)"
         if self.c is None:
             return mix + f"; no correction (fold AUC {self.cv_auc['network']:.3f})"
         return (mix + f"; C={self.c:g}, network weight {self.a:.2f} (fold AUC {self.cv_auc[f'C={self.c:g}']:.3f} "
