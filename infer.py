@@ -71,12 +71,12 @@ def _campaign_line(row):
     from tools.utils.metrics import fmt
 
     note = f"  (routed by its seeds: {row['routed']})" if row["routed"] else ""
-    note += f"  (seeds' correction: {row['corrected']})" if row["corrected"] else ""
+    note += f"  (adapted by its seeds: {row['corrected']})" if row["corrected"] else ""
     if row["candidate_positives"] is not None and row["auc"] is None:
         note += "  (AUC undefined: candidates of one class)"
+    steps = "" if row["corrected"] else f"{row['finetune_steps']} steps, "  # wide_cv takes no steps
     return (f"aid {row['aid']}: seeds {row['seed_rows']}, candidates {row['candidates']}, AUC {fmt(row['auc'])}, "
-            f"P@5% {fmt(row['precision@5%'])}, R@5% {fmt(row['recall@5%'])}, {row['finetune_steps']} steps, "
-            f"{row['seconds']:.2f}s{note}")
+            f"P@5% {fmt(row['precision@5%'])}, R@5% {fmt(row['recall@5%'])}, {steps}{row['seconds']:.2f}s{note}")
 
 
 def _evaluate_mine(dy_model, model, dataset, config, rank, size):

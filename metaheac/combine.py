@@ -61,7 +61,7 @@ class Combination(NamedTuple):
 
     def describe(self):
         """'routes own ids 71%, 12*2 25%; C=0.3, network weight 1.79 (fold AUC 0.761 vs network 0.718)'."""
-        order = np.argsort(-self.weights)[:3]
+        order = [i for i in np.argsort(-self.weights)[:3] if self.weights[i] >= 0.005] or [0]
         mix = "routes " + ", ".join(f"{self.labels[i]} {100 * self.weights[i]:.0f}%" for i in order)
         if not self.cv_auc:
             return mix + "; no correction (fewer than 2 seeds of a class)"
