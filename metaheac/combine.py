@@ -13,7 +13,8 @@ Two steps, both read from the seeds, neither moves the network:
    kind of campaign it is where its ad ids do not; 5,000 seeds settle on one.
 
 2. What do its seeds say that past campaigns do not? The mixture's logit m
-   is corrected on the seeds' own user ids:
+   is corrected on the seeds' own user ids (or, when the folds say the
+   network misleads, replaced: a = 0, a regression on the seeds alone):
 
        logit = a * m + b + X w
 
@@ -23,7 +24,8 @@ Two steps, both read from the seeds, neither moves the network:
    large C lets the seeds' ids take over, as a per-campaign logistic
    regression would, where there are enough of them.
 
-How far to go, C or the network alone, is decided per campaign by stratified
+How far to go (the network alone, corrected with some C, or the seeds
+alone with some C) is decided per campaign by stratified
 k-fold cross-validation on its seeds (mean fold AUC); within each fold the
 mixture's weights too are read from the fitting part only, so every candidate
 is judged on seeds it was not fitted on. Deterministic given the campaign's rng.
@@ -58,6 +60,7 @@ class Combination(NamedTuple):
     b: float
     c: float          # the C chosen; None: the mixture alone
     cv_auc: dict      # candidate -> mean fold AUC on the seeds
+    kind: str = "network"  # what the folds chose: "network", "corrected" or "seeds" (a = 0)
 
     def describe(self):
         """'routes own ids 71%, 12*2 25%; C=0.3, network weight 1.79 (fold AUC 0.761 vs network 0.718)'."""
@@ -65,10 +68,11 @@ class Combination(NamedTuple):
         mix = "routes " + ", ".join(f"{self.labels[i]} {100 * self.weights[i]:.0f}%" for i in order)
         if not self.cv_auc:
             return mix + "; no correction (fewer than 2 seeds of a class)"
-        if self.c is None:
+        if self.kind == "network":
             return mix + f"; no correction (fold AUC {self.cv_auc['network']:.3f})"
-        return (mix + f"; C={self.c:g}, network weight {self.a:.2f} (fold AUC {self.cv_auc[f'C={self.c:g}']:.3f} "
-                f"vs network {self.cv_auc['network']:.3f})")
+        chosen = _name(self.kind, self.c)
+        what = f"network weight {self.a:.2f}" if self.kind == "corrected" else "network not used"
+        return mix + f"; {chosen}, {what} (fold AUC {self.cv_auc[chosen]:.3f} vs network {self.cv_auc['network']:.3f})"
 
 
 def user_features(rows, lengths, schema):
@@ -220,35 +224,50 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     cols = np.unique(x.indices)
     x = x[:, cols]
     cs = sorted(cs)
-    scores = {"network": [], **{c: [] for c in cs}}
+    zeros = np.zeros_like(y)
+    # candidates: ("network", None), ("corrected", C): the network corrected
+    # on the ids, ("seeds", C): a regression on the seeds alone (a = 0), for
+    # when the network's prior misleads more than it tells
+    scores = {("network", None): [], **{(kind, c): [] for kind in ("corrected", "seeds") for c in cs}}
     for k in range(fold.max() + 1):
         fit_part, val = fold != k, fold == k
         m = _logit(probs @ _posterior(log_prior, log_lik[fit_part]))  # the mixture the fitting part reads
-        scores["network"].append(_auc(y[val], m[val]))
-        for c, (w, a, b) in zip(cs, _fit_path(x[fit_part], m[fit_part], y[fit_part], cs)):
-            scores[c].append(_auc(y[val], a * m[val] + b + x[val] @ w))
+        scores[("network", None)].append(_auc(y[val], m[val]))
+        for kind, offset in (("corrected", m), ("seeds", zeros)):
+            for c, (w, a, b) in zip(cs, _fit_path(x[fit_part], offset[fit_part], y[fit_part], cs)):
+                scores[(kind, c)].append(_auc(y[val], a * offset[val] + b + x[val] @ w))
     mean = {key: float(np.nanmean(v)) for key, v in scores.items()}
-    cv_auc = {(key if key == "network" else f"C={key:g}"): v for key, v in mean.items()}
-    best = max(mean, key=lambda key: (mean[key], key == "network"))  # a tie keeps the network
+    order = list(scores)  # a tie keeps the simpler: the network, then a correction
+    best = max(mean, key=lambda key: (mean[key], -order.index(key)))
+    cv_auc = {_name(*key): v for key, v in mean.items()}
 
     post = _posterior(log_prior, log_lik)
     keep = np.argsort(-post)[:MAX_ROUTES]
     keep = keep[:int(np.searchsorted(np.cumsum(post[keep]), KEEP_MASS)) + 1]
     weights = post[keep] / post[keep].sum()
     mixture = dict(routes=[routes[i] for i in keep], weights=weights, labels=[labels[i] for i in keep])
-    if best == "network":
+    kind, c = best
+    if kind == "network":
         return Combination(**mixture, cols=np.zeros(0, np.int64), w=np.zeros(0), a=1.0, b=0.0, c=None,
-                           cv_auc=cv_auc)
-    m = _logit(probs[:, keep] @ weights)
-    (w, a, b), = _fit_path(x, m, y, [c for c in cs if c <= best])[-1:]
+                           cv_auc=cv_auc, kind=kind)
+    offset = _logit(probs[:, keep] @ weights) if kind == "corrected" else zeros
+    (w, a, b), = _fit_path(x, offset, y, [v for v in cs if v <= c])[-1:]
     nonzero = w != 0
-    return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=float(a), b=float(b), c=best, cv_auc=cv_auc)
+    return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=float(a) if kind == "corrected" else 0.0,
+                       b=float(b), c=c, cv_auc=cv_auc, kind=kind)
+
+
+def _name(kind, c):
+    """How a candidate reads in cv_auc and logs: 'network', 'corrected C=0.3', 'seeds C=1'."""
+    return kind if c is None else f"{kind} C={c:g}"
 
 
 def score(net, combination, rows, lengths, batch, pad=False):
     """Click probabilities [n] (float32) of rows [n, C] under a campaign's Combination."""
-    m = _logit(route_probs(net, rows, lengths, combination.routes, batch, pad) @ combination.weights)
-    z = combination.a * m + combination.b
+    z = np.full(rows.shape[0], combination.b)
+    if combination.a:  # the seeds alone (a = 0) need no network pass
+        z += combination.a * _logit(route_probs(net, rows, lengths, combination.routes, batch, pad)
+                                    @ combination.weights)
     if combination.w.size:
         z += user_features(rows, lengths, net.schema)[:, combination.cols] @ combination.w
     return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid, overflow-free

@@ -65,7 +65,8 @@ def test_seeds_correct_the_network_where_their_own_ids_say_more(tiny_config):
     config, net = make_net(tiny_config)
     seeds, _ = planted(net, 600, seed=1, id_weight=1.0, network_weight=0.3)
     fitted = fit(config, net, seeds)
-    assert fitted.c is not None and fitted.cv_auc[f"C={fitted.c:g}"] > fitted.cv_auc["network"]
+    assert fitted.kind in ("corrected", "seeds") and fitted.c is not None
+    assert fitted.cv_auc[combine._name(fitted.kind, fitted.c)] > fitted.cv_auc["network"]
     fresh, p_net = planted(net, 2000, seed=2, id_weight=1.0, network_weight=0.3)
     assert auc_of(net, fitted, fresh) > metrics.auc(fresh["labels"], p_net) + 0.1
 
@@ -77,6 +78,15 @@ def test_a_network_the_seeds_cannot_improve_is_kept(tiny_config):
     fresh, p_net = planted(net, 3000, seed=4, id_weight=0.0, network_weight=2.0)
     # whatever C the folds pick, fresh users rank as the network ranks them, up to noise
     assert auc_of(net, fitted, fresh) > metrics.auc(fresh["labels"], p_net) - 0.01
+
+
+def test_seeds_alone_score_without_the_network(tiny_config):
+    config, net = make_net(tiny_config)
+    seeds, _ = planted(net, 400, seed=11, id_weight=1.0, network_weight=0.0)
+    fitted = fit(config, net, seeds)._replace(kind="seeds", a=0.0, routes=["not a routing"])
+    x = combine.user_features(seeds["rows"], seeds["lengths"], net.schema)[:, fitted.cols]
+    expected = 1.0 / (1.0 + np.exp(-(fitted.b + x @ fitted.w)))
+    np.testing.assert_allclose(combine.score(net, fitted, seeds["rows"], seeds["lengths"], 64), expected, rtol=1e-6)
 
 
 def test_one_class_seeds_keep_their_own_ids_uncorrected_and_warn(tiny_config, caplog):
@@ -108,7 +118,7 @@ def test_the_per_campaign_choice_is_deterministic_given_the_seed(tiny_config):
     config, net = make_net(tiny_config, route_prior=0.1)
     seeds, _ = planted(net, 300, seed=7, id_weight=1.0, network_weight=0.0)
     runs = [adapt.finetune(net, seeds, config, adapt.campaign_rng(5, 42)) for _ in range(2)]
-    assert runs[0].steps == 0 and runs[0].combination.c is not None
+    assert runs[0].steps == 0 and runs[0].combination.kind != "network"
     np.testing.assert_array_equal(runs[0].combination.w, runs[1].combination.w)
     assert runs[0].combination.cv_auc == runs[1].combination.cv_auc
     fresh, _ = planted(net, 100, seed=8, id_weight=1.0, network_weight=0.0)
