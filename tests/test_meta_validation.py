@@ -5,25 +5,12 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT
-from tools.gen_data import generate
 from tools.utils.checkpoint import load_checkpoint
 
-SAMPLE_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 2000, 1000, 500, 500], [78, 137, 14, 39, 32, 3]]
-
-
 @pytest.fixture
-def make(tiny_config, tmp_path):
-    data = tmp_path / "data"
-    generate(str(data), seed=5, n_train=10, n_hot=1, n_cold=1, scale=0.2)
-
-    def config(**runner):
-        c = tiny_config(runner={"train_data_dir": str(data / "train"), "model_save_path": str(tmp_path / "out"),
-                                "report_png": False, **runner},
-                        hyper={"features": None, "max_idxs": SAMPLE_MAX_IDXS, "batch_size": 32})
-        c["config_abs_dir"] = ROOT
-        return c
-    return config
+def make(train_setup):
+    configs = train_setup(10, hyper={"batch_size": 32})
+    return lambda **runner: configs(report_png=False, **runner)
 
 
 def reader(config):

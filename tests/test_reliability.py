@@ -18,7 +18,6 @@ from metaheac.schema import schema_from_config
 from metaheac.errors import DataError
 from metaheac.store import open_store
 
-SAMPLE_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 2000, 1000, 500, 500], [78, 137, 14, 39, 32, 3]]
 
 
 def test_reader_thread_failure_reaches_the_consumer():
@@ -45,18 +44,9 @@ def test_consumer_stopping_early_ends_the_reader_thread():
 
 
 @pytest.fixture
-def tiny_train(tiny_config, tmp_path):
+def tiny_train(train_setup, tmp_path):
     """A config with a small generated training split, trained in-process."""
-    data = tmp_path / "data"
-    generate(str(data), seed=5, n_train=3, n_hot=1, n_cold=1, scale=0.2)
-
-    def make(**runner):
-        config = tiny_config(runner={"train_data_dir": str(data / "train"), "model_save_path": str(tmp_path / "out"),
-                                     "epochs": 1, **runner},
-                             hyper={"features": None, "max_idxs": SAMPLE_MAX_IDXS})
-        config["config_abs_dir"] = ROOT
-        return config
-    return make, tmp_path
+    return train_setup(3), tmp_path
 
 
 def nan_on_second_call(monkeypatch):
