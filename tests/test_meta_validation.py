@@ -7,6 +7,7 @@ import pytest
 
 from tools.utils.checkpoint import load_checkpoint
 
+
 @pytest.fixture
 def make(train_setup):
     configs = train_setup(10, hyper={"batch_size": 32})
