@@ -88,7 +88,7 @@ LOGREG_FOLDS = 5
 METRICS = {"auc": "AUC", "gauc": "GAUC", "precision@5%": "P@5%", "recall@5%": "R@5%"}
 
 # name -> tools.gen_data.generate arguments. Sizes are as small as still
-# tell apart what is measured; "big" is the 1M-row member.
+# tell apart what is measured; "big" is the large member (~0.7M training rows).
 SAMPLE, FULL = "config.yaml", "config_big.yaml"
 PANEL = {
     "one": (SAMPLE, dict(seed=11, scale=0.5)),  # the shipped kind of data, another draw
