@@ -56,7 +56,8 @@ def evaluate_campaign(dy_model, model, campaign, config):
            "recall@5%": None, **dict.fromkeys(map(metrics.lift_key, metrics.LIFT_FRACTIONS)), "audience_size": k,
            "audience_positives": None, "precision@k": None, "recall@k": None,
            "finetune_steps": tuned.steps, "routed": describe_route(tuned.route),
-           "corrected": tuned.combination.describe() if tuned.combination else "", "seconds": round(time.time() - t0, 3)}
+           "corrected": tuned.combination.describe() if tuned.combination else "",
+           "seconds": round(time.time() - t0, 3)}
     if labelled:
         precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
         hits, positives = float(audience["label"].sum()), float(labels.sum())

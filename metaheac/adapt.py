@@ -2,7 +2,8 @@
 
 A campaign gets fresh copies of the parameters (the row tables cut to the
 rows its seeds read: Adam leaves rows without gradient unchanged, so this
-equals fine-tuning the whole model), trained with Adam on its seed set. What adapts, for how long and with what early stopping are
+equals fine-tuning the whole model), trained with Adam on its seed set.
+What adapts, for how long and with what early stopping are
 config keys (runner.finetune_*); the defaults reproduce PaddleRec's fixed
 epochs over all parameters.
 

@@ -38,7 +38,8 @@ import paddle
 from scipy import optimize, sparse
 
 from metaheac.loss import EPS
-from metaheac.routing import candidate_routes, gate_columns, route_log_prior
+from metaheac.routing import candidate_routes, gate_columns, log_likelihood, posterior, route_log_prior
+from metaheac.rows import padded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -95,18 +96,13 @@ def user_features(rows, lengths, schema):
 
 def route_probs(net, rows, lengths, routes, batch, pad=False):
     """Click probabilities [n, R] (float64) of rows [n, C] under each routing.
-    pad: as scoring.score (every batch of one shape)."""
+    pad: every batch of one shape (rows.padded_batches)."""
     was_training = net.training
     net.eval()
     out = []
     try:
         with paddle.no_grad():
-            for start in range(0, rows.shape[0], batch):
-                part, part_len = rows[start:start + batch], lengths[start:start + batch]
-                n = part.shape[0]
-                if pad and n < batch:
-                    part, part_len = (np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)])
-                                      for a in (part, part_len))
+            for part, part_len, n in padded_batches(rows, lengths, batch, pad):
                 prob = net.forward_routes(paddle.to_tensor(part), paddle.to_tensor(part_len), routes)  # [R, b]
                 out.append(prob.numpy()[:, :n].T)
     finally:
@@ -118,13 +114,6 @@ def route_probs(net, rows, lengths, routes, batch, pad=False):
 def _logit(p):
     p = np.clip(p, EPS, 1.0 - EPS)
     return np.log(p) - np.log1p(-p)
-
-
-def _posterior(log_prior, log_lik):
-    """[R] posterior of the routes given the per-seed log-likelihoods [n, R]."""
-    log_post = log_prior + log_lik.sum(axis=0)
-    post = np.exp(log_post - log_post.max())
-    return post / post.sum()
 
 
 def _fit_path(x, m, y, cs):
@@ -182,12 +171,6 @@ def route_prior(net, rows, prior):
     return routes, labels, route_log_prior(len(routes), prior)
 
 
-def _log_lik(probs, y):
-    """Per-row log-likelihood [n, R] of labels y [n] under probabilities [n, R]."""
-    p = np.clip(probs, EPS, 1.0 - EPS)
-    return y[:, None] * np.log(p) + (1.0 - y[:, None]) * np.log1p(-p)
-
-
 def mixture_auc(net, support, query, prior, batch):
     """AUC on `query` of the mixture of routings that `support`'s labels weigh
     (step 1 alone): how well the network ranks the users of a campaign it was
@@ -196,7 +179,8 @@ def mixture_auc(net, support, query, prior, batch):
     campaign."""
     routes, _, log_prior = route_prior(net, support["rows"], prior)
     y = support["labels"].astype(np.float64)
-    weights = _posterior(log_prior, _log_lik(route_probs(net, support["rows"], support["lengths"], routes, batch), y))
+    support_probs = route_probs(net, support["rows"], support["lengths"], routes, batch)     # [n, R]
+    weights = posterior(log_prior, log_likelihood(support_probs, y))
     return _auc(query["labels"], route_probs(net, query["rows"], query["lengths"], routes, batch) @ weights)
 
 
@@ -217,7 +201,7 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
         return Combination([None], np.ones(1), ["own ids"], np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {})
     routes, labels, log_prior = route_prior(net, rows, config["runner.route_prior"])
     probs = route_probs(net, rows, lengths, routes, batch)                                   # [n, R]
-    log_lik = _log_lik(probs, y)                                                             # [n, R]
+    log_lik = log_likelihood(probs, y)                                                       # [n, R]
     x = user_features(rows, lengths, net.schema)
     # An id no seed has keeps weight 0 at any C (its gradient is w alone): fit
     # over the seeds' ids, a few thousand columns rather than the vocabulary.
@@ -231,7 +215,7 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     scores = {("network", None): [], **{(kind, c): [] for kind in ("corrected", "seeds") for c in cs}}
     for k in range(fold.max() + 1):
         fit_part, val = fold != k, fold == k
-        m = _logit(probs @ _posterior(log_prior, log_lik[fit_part]))  # the mixture the fitting part reads
+        m = _logit(probs @ posterior(log_prior, log_lik[fit_part]))  # the mixture the fitting part reads
         scores[("network", None)].append(_auc(y[val], m[val]))
         for kind, offset in (("corrected", m), ("seeds", zeros)):
             for c, (w, a, b) in zip(cs, _fit_path(x[fit_part], offset[fit_part], y[fit_part], cs)):
@@ -241,7 +225,7 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     best = max(mean, key=lambda key: (mean[key], -order.index(key)))
     cv_auc = {_name(*key): v for key, v in mean.items()}
 
-    post = _posterior(log_prior, log_lik)
+    post = posterior(log_prior, log_lik)
     keep = np.argsort(-post)[:MAX_ROUTES]
     keep = keep[:int(np.searchsorted(np.cumsum(post[keep]), KEEP_MASS)) + 1]
     weights = post[keep] / post[keep].sum()

@@ -55,6 +55,19 @@ def route_log_prior(n_routes, prior):
     return log_prior
 
 
+def log_likelihood(probs, y):
+    """Per-row log-likelihood [n, R] of labels y [n] under click probabilities [n, R]."""
+    p = np.clip(probs, EPS, 1.0 - EPS)
+    return y[:, None] * np.log(p) + (1.0 - y[:, None]) * np.log1p(-p)
+
+
+def posterior(log_prior, log_lik):
+    """[R] posterior of the routes given their log prior [R] and per-row log-likelihoods [n, R]."""
+    log_post = log_prior + log_lik.sum(axis=0)
+    post = np.exp(log_post - log_post.max())
+    return post / post.sum()
+
+
 def choose_route(net, stage1, prior):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
     {"field", "own_id", "id", "own_label", "label", "own_row", "row",
@@ -109,26 +122,22 @@ def _map_route(net, stage1, prior):
         return None
     with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows
         prob = net.forward_routes(paddle.to_tensor(rows), paddle.to_tensor(lengths), routes)
-    p = np.clip(prob.numpy().astype(np.float64), EPS, 1.0 - EPS)                          # [R, n]
-    per_seed = labels * np.log(p) + (1.0 - labels) * np.log1p(-p)                         # [R, n]
+    per_seed = log_likelihood(prob.numpy().astype(np.float64).T, labels)                  # [n, R]
     log_prior = route_log_prior(len(routes), prior)
     checked = labels.size >= CHECK_MIN_SEEDS
-    chosen_on = per_seed[:, ::2] if checked else per_seed
-    log_post = chosen_on.sum(axis=1) + log_prior
-    posterior = np.exp(log_post - log_post.max())
-    posterior /= posterior.sum()
-    best = int(posterior.argmax())
+    post = posterior(log_prior, per_seed[::2] if checked else per_seed)
+    best = int(post.argmax())
     if best == 0:
         return None
     margin = None
     if checked:
-        held_out = per_seed[:, 1::2]
-        gain = held_out[best].sum() - held_out[0].sum()
-        margin = float(gain / held_out.shape[1])
+        held_out = per_seed[1::2]
+        gain = held_out[:, best].sum() - held_out[:, 0].sum()
+        margin = float(gain / held_out.shape[0])
         if gain + log_prior[best] - log_prior[0] <= 0:  # the route does not hold on seeds it was not chosen on
             return None
     field, own, row = alternatives[best]
     own_id, new_id = own - field.offset, row - field.offset
     return {"field": field.name, "own_row": own, "row": row, "own_id": own_id, "id": new_id,
             "own_label": net.schema.id_label(field, own_id), "label": net.schema.id_label(field, new_id),
-            "own_probability": float(posterior[0]), "margin": margin}
+            "own_probability": float(post[0]), "margin": margin}

@@ -40,3 +40,17 @@ def build_meta_batch(tasks, num_rows):
         task_rows, (sup, qry) = remap_rows([t["sup_rows"], t["qry_rows"]], num_rows)
         out.append({**t, "idx": np.searchsorted(rows, task_rows), "sup_rows": sup, "qry_rows": qry})
     return out, rows
+
+
+def padded_batches(rows, lengths, batch, pad):
+    """(rows, lengths, n) of each batch of `batch` rows in order, n the real
+    rows. pad: a short last batch is padded to `batch` rows by repeating its
+    last row. The math library picks its kernels by shape, so a row's score
+    can differ in the last bits with the batch it is in; with every batch of
+    one shape, a user's score does not depend on how a pool was chunked."""
+    for start in range(0, rows.shape[0], batch):
+        part, part_len = rows[start:start + batch], lengths[start:start + batch]
+        n = part.shape[0]
+        if pad and n < batch:
+            part, part_len = (np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)]) for a in (part, part_len))
+        yield part, part_len, n

@@ -4,23 +4,17 @@ import paddle
 
 from metaheac import combine
 from metaheac.adapt import finetune
-from metaheac.rows import remap_rows
+from metaheac.rows import padded_batches, remap_rows
 
 
 def score(net, params, rows, lengths, batch, pad=False):
     """Click probabilities [n] (numpy float32) of rows [n, C] under `params`.
 
-    pad: run a short last batch padded to `batch` rows. The math library picks
-    its kernels by shape, so a row's score can differ in the last bits with
-    the batch it is in; with every batch of one shape, a user's score does not
-    depend on how a pool was chunked (near-ties then rank alike)."""
+    pad: every batch of one shape (rows.padded_batches), so a user's score
+    does not depend on how a pool was chunked (near-ties then rank alike)."""
     scores = []
     with paddle.no_grad():
-        for start in range(0, rows.shape[0], batch):
-            part, part_len = rows[start:start + batch], lengths[start:start + batch]
-            n = part.shape[0]
-            if pad and n < batch:
-                part, part_len = (np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)]) for a in (part, part_len))
+        for part, part_len, n in padded_batches(rows, lengths, batch, pad):
             prob = net.forward_rows(paddle.to_tensor(part), paddle.to_tensor(part_len), params)
             scores.append(prob.numpy()[:n])
     return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)
