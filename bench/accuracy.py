@@ -62,7 +62,7 @@ differently from each other (how a campaign's kind shows in its ad ids, how
 far campaigns depart from their kind, the click model, seed-set sizes,
 vocabulary, training size), each with the config its vocabulary calls for
 (config.yaml for the sample vocabulary, config_big.yaml for the full
-Tencent one; -o applies to both). Two members are HELD_OUT: never used to
+Tencent one; -o applies to both). Three members are HELD_OUT: never used to
 choose a default, reported apart. It prints one row per member and the mean
 and worst case of the others; --members picks some (screening), --no-pooled
 skips the Pooled networks.
@@ -88,7 +88,7 @@ LOGREG_FOLDS = 5
 METRICS = {"auc": "AUC", "gauc": "GAUC", "precision@5%": "P@5%", "recall@5%": "R@5%"}
 
 # name -> tools.gen_data.generate arguments. Sizes are as small as still
-# tell apart what is measured; "big" is the large member (~0.7M training rows).
+# tell apart what is measured; "big" is the large member (~1.26M training rows).
 SAMPLE, FULL = "config.yaml", "config_big.yaml"
 PANEL = {
     "one": (SAMPLE, dict(seed=11, scale=0.5)),  # the shipped kind of data, another draw
@@ -103,8 +103,8 @@ PANEL = {
                              train_rows=(300, 3000), hot_seeds=(1000, 3000), cold_seeds=(100, 400),
                              candidates=(1000, 2000), n_users=30000)),
     "big": (FULL, dict(seed=105, max_idxs=FULL_MAX_IDXS, kind_ids="several", n_train=100,
-                       train_rows=(2000, 20000), hot_seeds=(3000, 5000), cold_seeds=(200, 1500),
-                       candidates=(1000, 2000), n_users=100000)),
+                       train_rows=(3000, 30000), n_hot=20, n_cold=20, hot_seeds=(5000, 20000),
+                       cold_seeds=(200, 1500), candidates=(1000, 2000), n_users=100000)),
     # held out: never looked at while choosing a default
     "heldout-none-far": (FULL, dict(seed=201, max_idxs=FULL_MAX_IDXS, kind_ids="none", departure=(7, 1.2),
                                     click="interaction", train_rows=(300, 3000), hot_seeds=(2000, 5000),
@@ -112,8 +112,11 @@ PANEL = {
     "heldout-several-200": (SAMPLE, dict(seed=202, kind_ids="several", click="interaction", n_train=200,
                                          train_rows=(150, 600), hot_seeds=(500, 2000), cold_seeds=(50, 150),
                                          candidates=(800, 1500))),
+    # added after every choice was made: clicks driven by a latent user vector the ids reflect
+    "heldout-latent": (SAMPLE, dict(seed=203, click="latent", kind_ids="several", n_train=60,
+                                    hot_seeds=(800, 2500), cold_seeds=(60, 300), candidates=(800, 1500))),
 }
-HELD_OUT = ("heldout-none-far", "heldout-several-200")
+HELD_OUT = ("heldout-none-far", "heldout-several-200", "heldout-latent")
 
 _start = time.perf_counter()
 

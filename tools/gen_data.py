@@ -41,7 +41,12 @@ built differently from the one it was chosen on (bench/accuracy.py --panel):
   fraction of the category's sigma), (3, 0.6) by default.
 * click -- "additive" (the above) or "interaction": each category's score
   also has a product of two further additive scores, a non-linear term no
-  model that is linear in the ids can fit.
+  model that is linear in the ids can fit; or "latent": each user has a
+  latent vector u (LATENT_DIM) that all their ids reflect (each id has a
+  vector c; every slot keeps, of LATENT_CANDIDATES Zipf-drawn ids, the one
+  with the largest u.c plus noise), and category k scores u.w_k plus the
+  product (u.a_k)(u.b_k): what one user's ids say about another's clicks is
+  shared by every kind, which a model of the ids alone must learn id by id.
 
 Train and test campaigns share the categories but not their aids, so what is
 learnt across the training campaigns carries over to test campaigns that have
@@ -87,8 +92,11 @@ PERTURBED_FIELDS = 3      # fields on which a campaign departs from its category
 PERTURBATION = 0.6        # ... with this fraction of the category's sigma
 AD_CATEGORY_NOISE = 0.1   # chance a campaign's adCategoryId is not its category's
 KIND_IDS = ("one", "several", "shared", "noisy", "none")
+CLICKS = ("additive", "interaction", "latent")
 IDS_PER_KIND = 3          # kind_ids="several": adCategoryIds per category
-INTERACTION = 0.5         # click="interaction": weight of the product term
+INTERACTION = 0.5         # click="interaction" or "latent": weight of the product term
+LATENT_DIM = 8            # click="latent": size of the users' latent vectors
+LATENT_CANDIDATES = 8     # ... ids drawn per slot, the one closest to the user's vector kept
 MIN_ROWS = 10
 
 
@@ -110,6 +118,26 @@ def _make_users(rng, n_users, max_idxs, widths):
         ids = _zipf(rng, 1, m, (n_users, w))  # id 0 is reserved for padding
         seq[f] = np.where(np.arange(w) < lengths[f][:, None], ids, 0)
     return static, seq, lengths
+
+
+def _make_latent_users(rng, n_users, max_idxs, widths):
+    """click="latent": users as _make_users, each slot's id chosen by the user's
+    latent vector, and the vectors u [n_users, LATENT_DIM]."""
+    u = rng.normal(size=(n_users, LATENT_DIM))
+    static, seq, lengths = {}, {}, {}
+
+    def pick(low, high, slots):  # [n_users, slots] ids, LATENT_CANDIDATES Zipf draws per slot, best u.c kept
+        c = rng.normal(size=(high + 1, LATENT_DIM)) / np.sqrt(LATENT_DIM)
+        cand = _zipf(rng, low, high, (n_users, slots, LATENT_CANDIDATES))
+        fit = np.einsum("nd,nsqd->nsq", u, c[cand]) + rng.gumbel(size=cand.shape)
+        return np.take_along_axis(cand, fit.argmax(-1)[..., None], -1)[..., 0]
+
+    for f, m in zip(STATIC, max_idxs[0]):
+        static[f] = pick(0, m, 1)[:, 0]
+    for f, m, w in zip(SEQUENCE, max_idxs[1], widths):
+        lengths[f] = rng.integers(0, w + 1, n_users)
+        seq[f] = np.where(np.arange(w) < lengths[f][:, None], pick(1, m, w), 0)
+    return (static, seq, lengths), u
 
 
 def _tables(rng, fields, vocab, sigma, shape=()):
@@ -201,15 +229,22 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
         raise ValueError("max_idxs must have shape [[7], [7], [6]] and widths length 7")
     if min(max_idxs[1]) < 1:
         raise ValueError("sequence fields need max_idx >= 1 (id 0 is padding)")
-    if kind_ids not in KIND_IDS or click not in ("additive", "interaction"):
-        raise ValueError(f"kind_ids must be one of {KIND_IDS} and click 'additive' or 'interaction'")
+    if kind_ids not in KIND_IDS or click not in CLICKS:
+        raise ValueError(f"kind_ids must be one of {KIND_IDS} and click one of {CLICKS}")
     n_perturbed, perturbation = int(departure[0]), float(departure[1])
     n_users = n_users or max(1000, round(USERS_PER_SCALE * scale))
 
     vocab = {f: m + 1 for f, m in zip(STATIC + SEQUENCE + AD, sum(max_idxs, []))}
     sigma = {f: SIGMA_STATIC if f in STATIC else SIGMA_SEQUENCE for f in STATIC + SEQUENCE}
-    users = _make_users(rng, n_users, max_idxs, widths)
-    category_scores = _score(_tables(rng, STATIC + SEQUENCE, vocab, sigma, (n_categories,)), users)
+    if click == "latent":
+        users, u = _make_latent_users(rng, n_users, max_idxs, widths)
+        w, a, b = (rng.normal(size=(n_categories, LATENT_DIM)) for _ in range(3))
+        category_scores = u @ w.T + INTERACTION * (u @ a.T) * (u @ b.T) / np.sqrt(LATENT_DIM)         # [n_users, K]
+        category_scores = (category_scores - category_scores.mean(0)) / category_scores.std(0)
+        category_scores = category_scores.T * np.sqrt(len(STATIC) * SIGMA_STATIC ** 2)                 # [K, n_users]
+    else:
+        users = _make_users(rng, n_users, max_idxs, widths)
+        category_scores = _score(_tables(rng, STATIC + SEQUENCE, vocab, sigma, (n_categories,)), users)
     category_ad = {f: rng.integers(0, vocab[f], n_categories) for f in ("adCategoryId", "productType")}
     if click == "interaction":  # [K, n_users] standardised, so the product has the scale of the sum
         a, b = (_score(_tables(rng, STATIC + SEQUENCE, vocab, sigma, (n_categories,)), users) for _ in range(2))
@@ -346,8 +381,9 @@ def parser():
                     help="how a campaign's kind shows in its ad ids (see the module docstring)")
     ap.add_argument("--departure", type=json.loads, default=[PERTURBED_FIELDS, PERTURBATION],
                     help="JSON [fields, fraction]: how far a campaign departs from its kind")
-    ap.add_argument("--click", choices=("additive", "interaction"), default="additive",
-                    help="planted click model: additive in the ids, or with a non-linear term per kind")
+    ap.add_argument("--click", choices=CLICKS, default="additive",
+                    help="planted click model: additive in the ids, with a non-linear term per kind, or "
+                         "driven by a latent user vector the ids reflect")
     ap.add_argument("--max-idxs", type=json.loads, default=None,
                     help="JSON [[7 static], [7 sequence], [6 ad]] vocabulary sizes (default: config.yaml's)")
     ap.add_argument("--widths", type=json.loads, default=None,
