@@ -241,6 +241,7 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
         w, a, b = (rng.normal(size=(n_categories, LATENT_DIM)) for _ in range(3))
         category_scores = u @ w.T + INTERACTION * (u @ a.T) * (u @ b.T) / np.sqrt(LATENT_DIM)         # [n_users, K]
         category_scores = (category_scores - category_scores.mean(0)) / category_scores.std(0)
+        # the spread of the additive model's static part, so a campaign's departure weighs as much there
         category_scores = category_scores.T * np.sqrt(len(STATIC) * SIGMA_STATIC ** 2)                 # [K, n_users]
     else:
         users = _make_users(rng, n_users, max_idxs, widths)
