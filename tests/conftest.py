@@ -91,15 +91,12 @@ def make_frame(schema, rng, sizes, positive_rate=0.3, aid_start=1):
     return pd.DataFrame(cols)
 
 
-SAMPLE_MAX_IDXS = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 2000, 1000, 500, 500], [78, 137, 14, 39, 32, 3]]
-
-
 @pytest.fixture
 def train_setup(tiny_config, tmp_path):
     """Factory: train_setup(n_train, hyper) generates a small training split
     and returns make(**runner), configs that train on it in-process."""
     def setup(n_train, hyper=None):
-        from tools.gen_data import generate
+        from tools.gen_data import DEFAULT_MAX_IDXS, generate
 
         data = tmp_path / "data"
         generate(str(data), seed=5, n_train=n_train, n_hot=1, n_cold=1, scale=0.2)
@@ -107,7 +104,7 @@ def train_setup(tiny_config, tmp_path):
         def make(**runner):
             config = tiny_config(runner={"train_data_dir": str(data / "train"),
                                          "model_save_path": str(tmp_path / "out"), "epochs": 1, **runner},
-                                 hyper={"features": None, "max_idxs": SAMPLE_MAX_IDXS, **(hyper or {})})
+                                 hyper={"features": None, "max_idxs": DEFAULT_MAX_IDXS, **(hyper or {})})
             config["config_abs_dir"] = ROOT
             return config
         return make

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from tools.gen_data import AD, CLICKS, KIND_IDS, SEQUENCE, STATIC, generate
+from tools.gen_data import AD, CLICKS, DEFAULT_MAX_IDXS, KIND_IDS, SEQUENCE, STATIC, generate
 
 
 def test_default_is_the_shipped_sample(tmp_path):
@@ -20,11 +20,10 @@ def test_default_is_the_shipped_sample(tmp_path):
 @pytest.mark.parametrize("kind_ids,click", [*((k, "additive") for k in KIND_IDS),
                                             *(("several", c) for c in CLICKS if c != "additive")])
 def test_every_variant_is_valid_data(tmp_path, kind_ids, click):
-    max_idxs = [[3, 2, 855, 5, 7, 2, 1], [124, 82, 12, 2000, 1000, 500, 500], [78, 137, 14, 39, 32, 3]]
     summary = generate(str(tmp_path), seed=3, scale=0.1, n_train=12, n_hot=2, n_cold=2, kind_ids=kind_ids,
                        click=click, departure=(5, 1.0))
     train = pd.read_pickle(tmp_path / "train/train_stage1.pkl")
-    for field, top in zip(STATIC + SEQUENCE + AD, sum(max_idxs, [])):
+    for field, top in zip(STATIC + SEQUENCE + AD, sum(DEFAULT_MAX_IDXS, [])):
         ids = np.stack(train[field].to_numpy()) if field in SEQUENCE else train[field].to_numpy()
         assert ids.min() >= 0 and ids.max() <= top, field
     assert train.groupby("aid")[AD].nunique().max().max() == 1  # a campaign's ad ids are constant
