@@ -65,8 +65,8 @@ class RecDataset(IterableDataset):
         self.num_rows = int(sizes.sum())
         # table rows of every ad id (and cross) of the training campaigns: the ids routing may pick
         first_ad = len(self.schema.static) + self.schema.seq_width
-        firsts = [self.schema.table_rows(np.asarray(s.ids[a:a + 1])) for s, a, _ in self.tasks]  # [1, C'] each
-        self.ad_rows = sorted({int(r) for rows in firsts for r in rows[0, first_ad:]})
+        firsts = self.schema.table_rows(np.stack([np.asarray(s.ids[a]) for s, a, _ in self.tasks]))  # [T, C']
+        self.ad_rows = sorted({int(r) for r in firsts[:, first_ad:].ravel()})
         w = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}[self.sampling]
         self.task_probs = w / w.sum()
 
