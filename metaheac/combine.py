@@ -38,6 +38,7 @@ import paddle
 from scipy import optimize, sparse
 
 from metaheac.loss import EPS
+from metaheac.metrics import auc
 from metaheac.routing import candidate_routes, gate_columns, log_likelihood, posterior, route_log_prior
 from metaheac.rows import padded_batches
 
@@ -151,11 +152,6 @@ def _folds(y, rng):
     return fold
 
 
-def _auc(y, s):
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else np.nan
-
-
 def route_prior(net, rows, prior):
     """The routings a campaign (its rows [n, C]) may mix, how a user reads
     each, and their log prior [R]: 1 - prior on its own ids and the rest
@@ -181,7 +177,7 @@ def mixture_auc(net, support, query, prior, batch):
     y = support["labels"].astype(np.float64)
     support_probs = route_probs(net, support["rows"], support["lengths"], routes, batch)     # [n, R]
     weights = posterior(log_prior, log_likelihood(support_probs, y))
-    return _auc(query["labels"], route_probs(net, query["rows"], query["lengths"], routes, batch) @ weights)
+    return auc(query["labels"], route_probs(net, query["rows"], query["lengths"], routes, batch) @ weights)
 
 
 def fit(net, stage1, config, rng, cs=COMBINE_CS):
@@ -216,10 +212,10 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     for k in range(fold.max() + 1):
         fit_part, val = fold != k, fold == k
         m = _logit(probs @ posterior(log_prior, log_lik[fit_part]))  # the mixture the fitting part reads
-        scores[("network", None)].append(_auc(y[val], m[val]))
+        scores[("network", None)].append(auc(y[val], m[val]))
         for kind, offset in (("corrected", m), ("seeds", zeros)):
             for c, (w, a, b) in zip(cs, _fit_path(x[fit_part], offset[fit_part], y[fit_part], cs)):
-                scores[(kind, c)].append(_auc(y[val], a * offset[val] + b + x[val] @ w))
+                scores[(kind, c)].append(auc(y[val], a * offset[val] + b + x[val] @ w))
     mean = {key: float(np.nanmean(v)) for key, v in scores.items()}
     order = list(scores)  # a tie keeps the simpler: the network, then a correction
     best = max(mean, key=lambda key: (mean[key], -order.index(key)))

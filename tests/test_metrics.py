@@ -10,6 +10,18 @@ def test_auc_exact_and_undefined_for_one_class():
     assert metrics.auc([], []) is None
 
 
+def test_rank_auc_equals_the_area_under_the_roc_curve_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from metaheac.metrics import auc
+    rng = np.random.default_rng(0)
+    for n, decimals in ((7, 0), (60, 1), (900, 8)):  # heavy ties, some, none
+        labels = rng.integers(0, 2, n).astype(np.float32)
+        scores = rng.normal(size=n).round(decimals)
+        assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(auc(np.zeros(5), np.arange(5.0)))
+
+
 def test_precision_recall_at_top_fraction():
     labels = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1] * 4)  # 40 candidates, 12 positives
     scores = -np.arange(40, dtype=float)                      # ranked in order

@@ -63,13 +63,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from metaheac.columns import LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, USER_ID, \
     length_col  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
+from metaheac.metrics import auc  # noqa: E402
 from tools.utils.config import HelpFormatter  # noqa: E402
 
 STATIC, SEQUENCE, AD = TENCENT_STATIC, TENCENT_SEQUENCE, TENCENT_AD
@@ -204,10 +204,6 @@ def _frame(users, blocks):
     return pd.DataFrame(cols, columns=COLUMNS)
 
 
-def _auc(y, p):
-    return float(roc_auc_score(y, p))
-
-
 def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8, n_cold=8,
              scale=1.0, n_users=None, n_categories=6, train_rows=(300, 1500),
              hot_seeds=(600, 1200), cold_seeds=(100, 250), candidates=(500, 800),
@@ -310,7 +306,7 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
             stage1.append(rows(p, cols, uid[:n1]))
             stage2.append(rows(p, cols, uid[n1:]))
             per_campaign[str(cols["aid"])] = {"category": cols["category"], "seeds": int(n1), "candidates": int(n2),
-                                              "oracle_auc": _auc(stage2[-1]["label"], stage2[-1]["p_true"])}
+                                              "oracle_auc": auc(stage2[-1]["label"], stage2[-1]["p_true"])}
         offset += n
         df1, df2 = _frame(users, stage1), _frame(users, stage2)
         save(df1, f"{split}/test_stage1.pkl")
@@ -318,7 +314,7 @@ def generate(out_dir, seed=2021, max_idxs=None, widths=None, n_train=40, n_hot=8
         summary["splits"][split] = {
             "rows_stage1": len(df1), "rows_stage2": len(df2), "campaigns": n,
             "positive_rate_stage1": float(df1.label.mean()), "positive_rate_stage2": float(df2.label.mean()),
-            "oracle_auc": _auc(df2.label, df2.p_true),
+            "oracle_auc": auc(df2.label, df2.p_true),
             "oracle_gauc": float(np.mean([c["oracle_auc"] for c in per_campaign.values()])),
             "per_campaign": per_campaign}
 

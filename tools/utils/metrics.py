@@ -5,16 +5,15 @@ import math
 
 import numpy as np
 
+from metaheac.metrics import auc as rank_auc
+
 
 def auc(labels, scores):
     """ROC AUC, or None without labels or when only one class is present (undefined)."""
     if labels is None:
         return None
-    from sklearn.metrics import roc_auc_score  # imported on use: it costs a second at start-up
-    labels = np.asarray(labels)
-    if labels.size == 0 or labels.min() == labels.max():
-        return None
-    return float(roc_auc_score(labels, scores))
+    value = rank_auc(labels, scores)
+    return None if math.isnan(value) else value
 
 
 def top_count(fraction, n):
