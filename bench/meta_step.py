@@ -2,11 +2,13 @@
 Tencent vocabulary, first and second order, at two batch sizes, with the
 achieved GFLOP/s next to a plain matmul's GFLOP/s measured in the same run.
 
-    python bench/meta_step.py [--batches 256 1024] [--steps 5]
+    python bench/meta_step.py [--batches 256 1024] [--steps 5] [--profile]
 
 FLOPs are counted for the dense layers only (experts, MLP gates, critics);
 the table gathers (embedding, wide weights, lookup gates), pooling and
 elementwise ops are not counted, so the achieved figure is a lower bound.
+--profile also prints Paddle's per-operator CPU table over --steps more steps
+of each setting (where the time goes: matmuls, gathers, weight decay, Adam).
 Forward = 2*m*n*k per matmul; a backward costs two forward matmuls (grads
 of inputs and weights). First order per task: support forward+backward
 (inner gradient) + query forward+backward written out in
@@ -52,12 +54,27 @@ def matmul_gflops(B, schema, cfg):
     return 2 * a.shape[0] * a.shape[1] * w.shape[1] / sec / 1e9
 
 
+def profile(step, steps):
+    """Paddle's operator table (CPU time, ms) over `steps` calls of step()."""
+    from paddle import profiler
+
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda p: None)
+    prof.start()
+    for _ in range(steps):
+        step()
+        prof.step()
+    prof.stop()
+    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
+                 views=[profiler.SummaryView.OperatorView])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--orders", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--scale", type=float, default=2.0)
+    parser.add_argument("--profile", action="store_true", help="print the per-operator table of each setting")
     args = parser.parse_args()
 
     import paddle
@@ -77,7 +94,7 @@ def main():
             opt = dm.create_optimizer(model, cfg)
             reader = RecDataset([f"{data}/train/train_stage1.pkl"], cfg)
             batches = iter(reader)
-            pool = [next(batches) for _ in range(args.steps + 1)]
+            pool = [next(batches) for _ in range((2 if args.profile else 1) * args.steps + 1)]
             it = iter(pool)
 
             def step():
@@ -92,6 +109,8 @@ def main():
             mm = matmul_gflops(B, reader.schema, cfg)
             print(f"{B:>6} {order:>5} {sec:>8.3f} {gflop:>10.2f} {gflop / sec:>8.1f} {mm:>14.1f} {gflop / sec / mm:>6.0%}",
                   flush=True)
+            if args.profile:
+                profile(step, args.steps)
 
 
 if __name__ == "__main__":
