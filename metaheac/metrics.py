@@ -6,10 +6,11 @@ def auc(labels, scores):
     """ROC AUC of scores [n] against 0/1 labels [n]; nan when a class is missing.
 
     The Mann-Whitney rank sum (tied scores share their mean rank, i.e. count
-    one half, as sklearn's roc_auc_score does): one sort, no curve, a tenth of
-    sklearn's time or less, which matters where per-campaign cross-validation calls
-    it hundreds of times (metaheac/combine.py). numpy alone: importing
-    sklearn or scipy.stats would add most of a second to every start-up.
+    one half, as sklearn's roc_auc_score does): one sort, no curve, a tenth
+    of sklearn's time or less, which matters where per-campaign
+    cross-validation calls it hundreds of times (metaheac/combine.py). numpy
+    alone: importing sklearn or scipy.stats would add most of a second to
+    every start-up.
     """
     y = np.asarray(labels).ravel() > 0.5
     n_pos = int(y.sum())

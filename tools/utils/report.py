@@ -104,11 +104,11 @@ def _auc_panel(ax, series):
 
 
 def _roc_panel(ax, split, labels, scores):
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     if labels.min() != labels.max():
         fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, label=f"{split} (AUC {roc_auc_score(labels, scores):.3f})")
+        ax.plot(fpr, tpr, label=f"{split} (AUC {metrics.auc(labels, scores):.3f})")
         ax.legend(loc="lower right")
     else:
         ax.text(0.5, 0.5, "ROC undefined: candidates of one class", ha="center", transform=ax.transAxes)
