@@ -11,6 +11,7 @@ import paddle
 
 import net
 from metaheac import meta, scoring
+from metaheac.allocator import keep_freed_memory
 from metaheac.config import lr_scale, with_defaults
 from metaheac.schema import schema_from_config
 
@@ -25,6 +26,8 @@ def _tensor(value):
 class DygraphModel:
     def create_model(self, config):
         config = with_defaults(config)
+        if config["runner.keep_freed_memory"]:
+            keep_freed_memory()  # here, not in a tool, so PaddleRec's trainer gets it too
         hp = lambda key: config[f"hyper_parameters.{key}"]  # noqa: E731
         return net.MetaHeacNet(
             schema_from_config(config), embed_dim=hp("embed_dim"), mlp_dims=hp("mlp_dims"),
