@@ -47,12 +47,14 @@ class DygraphModel:
         # to route campaigns to experts before the embeddings memorise the
         # training rows, hence a faster gate; the wide weights start at 0 and
         # need a faster rate to reach a regression's size in a few epochs.
+        in_gradient = meta.table_decay(config)  # the row tables' decay, added by their gradient
         for name, p in dy_model.named_parameters():
             p.optimize_attr["learning_rate"] = lr_scale(config, dy_model.param_group(name))
+            own = decay and not (in_gradient and name in dy_model.row_tables)
+            p.regularizer = paddle.regularizer.L2Decay(decay) if own else None
         return paddle.optimizer.Adam(
             learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
-            parameters=dy_model.parameters(),
-            weight_decay=paddle.regularizer.L2Decay(decay) if decay else None)
+            parameters=dy_model.parameters())
 
     def create_metrics(self):
         return [], []  # AUC is computed exactly, per campaign, at infer time (tools/utils/metrics.py)
@@ -71,7 +73,8 @@ class DygraphModel:
             local_lr=config["hyper_parameters.local_lr"],
             order=config["hyper_parameters.meta_order"],
             inner_steps=config["hyper_parameters.inner_steps"],
-            adapt_rows=config["hyper_parameters.adapt_embedding"] == "rows")
+            adapt_rows=config["hyper_parameters.adapt_embedding"] == "rows",
+            table_decay=meta.table_decay(config))
         return loss, metric_list, {"loss": loss}
 
     def finetune_and_score(self, dy_model, campaign, config, rng):

@@ -13,8 +13,33 @@ of the cost. The reader computes the unique rows and the remap in numpy
 (metaheac/rows.py).
 """
 import paddle
+from paddle.autograd import PyLayer
 
 from metaheac.loss import bce_loss
+
+
+class DecayedRows(PyLayer):
+    """gather(table, rows) whose backward also applies L2 weight decay.
+
+    With L2Decay in the optimizer, a step builds the table's dense gradient
+    (zeros, then the rows' gradients scattered in), decay * table, and their
+    sum: three table-sized tensors and four passes over the table. Here the
+    gradient is decay * table with the touched rows' sums written in place:
+    one tensor, two passes, and bitwise the same values (each element is one
+    rounded add of the same two terms; `rows` has no repeats).
+    """
+
+    @staticmethod
+    def forward(ctx, table, rows, decay):
+        ctx.save_for_backward(table, rows)
+        ctx.decay = decay
+        return paddle.gather(table, rows)                                   # [U, E]
+
+    @staticmethod
+    def backward(ctx, grad):
+        table, rows = ctx.saved_tensor()
+        full = paddle.scale(table, ctx.decay)                               # [R, E]: every row decays
+        return paddle.scatter_(full, rows, grad + paddle.gather(full, rows), overwrite=True), None
 
 
 def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
@@ -32,7 +57,7 @@ def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
     return params
 
 
-def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_rows=True):
+def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_rows=True, table_decay=0.0):
     """Mean query loss over the tasks of a meta-batch after adapting on each
     task's support set.
 
@@ -45,7 +70,9 @@ def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_ro
     if adapt_rows:
         # One gather per table for the whole meta-batch: each table's (dense)
         # gradient is then built once per step rather than once per task.
-        batch_slices = {n: paddle.gather(base[n], rows) for n in net.row_tables}  # [U, E], ...
+        slice_of = (lambda t: DecayedRows.apply(t, rows, table_decay)) if table_decay else (
+            lambda t: paddle.gather(t, rows))
+        batch_slices = {n: slice_of(base[n]) for n in net.row_tables}  # [U, E], ...
     losses = []
     for task in tasks:
         params = dict(base)
@@ -60,3 +87,12 @@ def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_ro
                            local_lr, inner_steps, second_order=(order == 2))
         losses.append(bce_loss(net.forward_rows(qry_rows, task["qry_lengths"], fast), task["qry_labels"]))
     return paddle.stack(losses).mean()
+
+
+def table_decay(config):
+    """The weight decay meta_train_loss adds to the row tables' gradients:
+    the configured one with touched-row adaptation, else 0 (the optimizer's
+    L2Decay does it)."""
+    if config["hyper_parameters.adapt_embedding"] != "rows":
+        return 0.0
+    return config["hyper_parameters.optimizer.weight_decay"]

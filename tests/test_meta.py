@@ -309,3 +309,33 @@ def test_wide_weights_start_at_zero_and_score_user_ids_only(tiny_config):
     static_row, ad_row = rows[0, 0], rows[0, -1]
     assert abs(bumped(static_row)[0] - run(params)[0]) > 1e-3
     np.testing.assert_array_equal(bumped(ad_row), run(params))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("order", [1, 2])
+def test_decay_in_the_table_gradient_equals_l2decay(tiny_config, order, arch):
+    """The shipped step (row tables decayed by their gradient, meta.DecayedRows)
+    gives bitwise the parameters of Adam with L2Decay on every parameter."""
+    config = tiny_config(hyper={**ARCHS[arch], "meta_order": order, "optimizer": {"weight_decay": 0.05}})
+    dm = DygraphModel()
+    shipped, plain = build(config, seed=16), build(config, seed=16)
+    opt = dm.create_optimizer(shipped, config)
+    for p in plain.parameters():
+        p.regularizer = None
+    ref = paddle.optimizer.Adam(learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
+                                parameters=plain.parameters(), weight_decay=paddle.regularizer.L2Decay(0.05))
+    for p, q in zip(shipped.parameters(), plain.parameters()):
+        q.optimize_attr["learning_rate"] = p.optimize_attr["learning_rate"]
+    assert meta.table_decay(config) == 0.05
+    for step in range(3):
+        batch = meta_batch(config, 2, seed=17 + step)
+        loss, _, _ = dm.train_forward(shipped, [], ([{k: v.numpy() for k, v in t.items()} for t in batch[0]],
+                                                     batch[1].numpy()), config)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        meta.meta_train_loss(plain, *batch, local_lr=config["hyper_parameters.local_lr"], order=order).backward()
+        ref.step()
+        ref.clear_grad()
+    for (n, p), q in zip(shipped.named_parameters(), plain.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
