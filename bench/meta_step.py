@@ -3,18 +3,25 @@ Tencent vocabulary, first and second order, at two batch sizes, with the
 achieved GFLOP/s next to a plain matmul's GFLOP/s measured in the same run.
 
     python bench/meta_step.py [--batches 256 1024] [--steps 5] [--profile]
+    python bench/meta_step.py --allocator [--rounds 3]   # glibc default vs keep_freed_memory
 
 FLOPs are counted for the dense layers only (experts, MLP gates, critics);
 the table gathers (embedding, wide weights, lookup gates), pooling and
 elementwise ops are not counted, so the achieved figure is a lower bound.
 --profile also prints Paddle's per-operator CPU table over --steps more steps
 of each setting (where the time goes: matmuls, gathers, weight decay, Adam).
+--allocator runs the table in child processes, runner.keep_freed_memory off
+and on by turns for --rounds rounds (the setting is process-wide), and adds
+each child's minor page faults per meta-step.
 Forward = 2*m*n*k per matmul; a backward costs two forward matmuls (grads
 of inputs and weights). First order per task: support forward+backward
 (inner gradient) + query forward+backward written out in
 flops_per_meta_step().
 """
 import argparse
+import resource
+import subprocess
+import sys
 
 from common import config, dataset, threads_from_env, timed
 
@@ -68,6 +75,23 @@ def profile(step, steps):
                  views=[profiler.SummaryView.OperatorView])
 
 
+def compare_allocators(args):
+    """The table with keep_freed_memory off and on, alternating child processes."""
+    base = [sys.executable, __file__, "--steps", str(args.steps), "--scale", str(args.scale),
+            "--batches", *map(str, args.batches), "--orders", *map(str, args.orders)]
+    settings = len(args.batches) * len(args.orders)
+    for rnd in range(args.rounds):
+        for keep in ("false", "true"):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+            out = subprocess.run(base + ["-o", f"runner.keep_freed_memory={keep}"], capture_output=True, text=True,
+                                 check=True).stdout
+            faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+            # every setting runs 1 warm-up + --steps timed steps (plus start-up, counted too)
+            per_step = faults / (settings * (args.steps + 1))
+            print(f"round {rnd + 1}, keep_freed_memory={keep}: {per_step:,.0f} minor page faults per meta-step")
+            print("\n".join(line for line in out.splitlines() if line.strip()[:1].isdigit() or "batch" in line))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
@@ -75,7 +99,13 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--profile", action="store_true", help="print the per-operator table of each setting")
+    parser.add_argument("--allocator", action="store_true",
+                        help="compare runner.keep_freed_memory off and on (child processes, alternating)")
+    parser.add_argument("--rounds", type=int, default=3, help="--allocator: rounds of off, on")
+    parser.add_argument("-o", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args()
+    if args.allocator:
+        return compare_allocators(args)
 
     import paddle
 
@@ -87,7 +117,7 @@ def main():
     for B in args.batches:
         for order in args.orders:
             cfg = config([f"runner.train_data_dir={data}/train", f"hyper_parameters.batch_size={B}",
-                          f"hyper_parameters.meta_order={order}"])
+                          f"hyper_parameters.meta_order={order}", *args.overrides])
             paddle.seed(0)
             dm = DygraphModel()
             model = dm.create_model(cfg)

@@ -73,7 +73,12 @@ def paddlerec(paddlerec_dir, data, work, batch):
     shutil.copytree(os.path.join(paddlerec_dir, "models", "multitask", "metaheac"), model_dir)
     with open(os.path.join(model_dir, "config_bigdata.yaml")) as f:
         tree = yaml.safe_load(f)
-    tree["runner"].update(train_data_dir=os.path.join(data, "train"), use_gpu=False, epochs=1, print_interval=1000,
+    # its reader opens every entry of train_data_dir, and its trainer hangs when
+    # one is not a pickle (a cache directory left by a run without cache_dir)
+    train = os.path.join(work, "paddlerec_train")
+    os.makedirs(train)
+    os.symlink(os.path.join(data, "train", "train_stage1.pkl"), os.path.join(train, "train_stage1.pkl"))
+    tree["runner"].update(train_data_dir=train, use_gpu=False, epochs=1, print_interval=1000,
                           model_save_path=os.path.join(work, "paddlerec_model"))
     tree["hyper_parameters"].update(batch_size=batch)
     with open(os.path.join(model_dir, "bench.yaml"), "w") as f:
