@@ -202,16 +202,16 @@ def test_a_disk_filling_up_during_training_keeps_the_earlier_checkpoints(tiny, m
     make, tmp = tiny
     train(make())
     before = tree(tmp / "out")
-    real_save, calls = checkpoint.paddle.save, []
+    real_save, calls = checkpoint.save_state, []
 
     def full(obj, path, *a, **kw):
         calls.append(path)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    monkeypatch.setattr(checkpoint.paddle, "save", full)
+    monkeypatch.setattr(checkpoint, "save_state", full)
     with pytest.raises(ConfigError, match=r"1: checkpoint not written \(No space left on device\); the earlier "
                                           r"checkpoints are intact"):
         train(make(model_init_path=str(tmp / "out" / "0"), epochs=2))
-    monkeypatch.setattr(checkpoint.paddle, "save", real_save)
+    monkeypatch.setattr(checkpoint, "save_state", real_save)
     assert calls and tree(tmp / "out") == before
 
 

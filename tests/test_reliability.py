@@ -89,7 +89,7 @@ def test_failed_checkpoint_write_leaves_nothing(tiny_train, monkeypatch):
 
     def broken(*args, **kw):
         raise OSError("disk full")
-    monkeypatch.setattr(checkpoint.paddle, "save", broken)
+    monkeypatch.setattr(checkpoint, "save_state", broken)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save_checkpoint(str(tmp / "ck"), 0, model, None, config)
     assert os.listdir(tmp / "ck") == []
