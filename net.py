@@ -82,16 +82,23 @@ class MetaHeacNet(nn.Layer):
             self._add("wide", "wide", self.create_parameter(
                 [schema.num_rows, K], default_initializer=nn.initializer.Constant(0.0)))
             self.row_tables.append("wide")
+        # First fused-table row each row table holds (row_base): the gate table
+        # holds the ad fields' rows only.
+        self.gate_base = schema.ad[0].offset if gate == "lookup" else 0
         if gate == "lookup":
             # Gate logits looked up per gate-field id ([K expert | O critic]
             # columns), summed over the gate fields. Random starting logits route
             # each category to its own few experts from the first step, so the
             # experts specialise at once (like hash routing); learnt routing from
             # a uniform start must first break the experts' symmetry, and did
-            # not (docs/experiments.md). Only ad rows are read.
-            init = nn.initializer.Normal(0.0, gate_init_std)
-            self._add("gate_table", "gate", self.create_parameter([schema.num_rows, K + num_output],
-                                                                  default_initializer=init))
+            # not (docs/experiments.md). Only ad rows are read, so only they are
+            # kept: over the full vocabulary the rest (99.8%) would be 110 MB of
+            # weights, gradients and Adam moments that nothing reads. Drawn for
+            # every row and cut, so the random stream is that of a whole table.
+            logits = paddle.normal(0.0, gate_init_std, [schema.num_rows, K + num_output])[self.gate_base:]
+            table = self.create_parameter(logits.shape, default_initializer=nn.initializer.Constant(0.0))
+            table.set_value(logits)
+            self._add("gate_table", "gate", table)
             self.row_tables.append("gate_table")
         # Experts, computed for all K at once. Layer 0 is one fused matmul
         # [B, F*E] @ [F*E, K*h0]; later layers are batched over experts (bmm).
@@ -133,6 +140,33 @@ class MetaHeacNet(nn.Layer):
     def param_group(self, name):
         """The group of parameter `name`: embedding, wide, gate, expert or critic."""
         return self._groups[name]
+
+    def row_base(self, name):
+        """The fused-table row that row 0 of row table `name` holds."""
+        return self.gate_base if name == "gate_table" else 0
+
+    def cut(self, name, table, rows=None, take=paddle.gather):
+        """Table rows `rows` [U] (None: all) of row table `name` -> [U, D], with
+        zeros for rows the table does not hold (below row_base: never read):
+        what forward_rows reads when given parameters. Rows below row_base
+        must come first (sorted rows do). take(table, idx) gathers."""
+        base = self.row_base(name)
+        if rows is None:
+            if not base:
+                return table
+            return paddle.concat([paddle.zeros([base, table.shape[1]], table.dtype), table])  # [R, D]
+        if not base:
+            return take(table, rows)
+        below = int((rows < base).sum())
+        held = take(table, rows[below:] - base)                                        # [U - below, D]
+        return paddle.concat([paddle.zeros([below, table.shape[1]], table.dtype), held]) if below else held
+
+    def upgrade_state(self, state):
+        """A state dict written when the gate table held every row: cut to the ad rows."""
+        table = state.get("gate_table")
+        if self.gate_base and table is not None and table.shape[0] == self.schema.num_rows:
+            state = {**state, "gate_table": table[self.gate_base:]}
+        return state
 
     def _weight(self, shape, fan_in, fan_out):
         init = nn.initializer.XavierUniform(fan_in=fan_in, fan_out=fan_out)
@@ -243,19 +277,24 @@ class MetaHeacNet(nn.Layer):
         return (critics * critic_gate).sum(axis=1)                                        # [B]
 
     def _inputs(self, rows, seq_lengths, params):
-        """The parameter dict, _represent's outputs and ones [B, 1]."""
+        """The parameter dict, _represent's outputs, ones [B, 1] and the row
+        base of gate_rows: the network's own gate table holds only the ad rows
+        (row_base); given parameters hold what `rows` index (cut)."""
         p = params if params is not None else dict(self.named_parameters())
         user, gate_rows, wide = self._represent(rows, seq_lengths, p)                     # [B, F, E]
+        shift = self.gate_base if params is None else 0
+        if shift:
+            gate_rows = gate_rows - shift
         # Biases are added as ones[B, 1] @ b[1, H]: Paddle's backward of a
         # broadcast add (a reduction over the batch) costs more than the matmul.
         ones = paddle.ones_like(rows[:, :1], dtype=p["embedding"].dtype)                  # [B, 1]
-        return p, user, gate_rows, wide, ones
+        return p, user, gate_rows, wide, ones, shift
 
     def forward_rows(self, rows, seq_lengths, params=None):
         """rows [B, C] index the row tables (params['embedding'] and, when
         present, 'wide' and 'gate_table'): whole tables, or slices of the rows
         a task touches with rows remapped into them."""
-        p, user, gate_rows, wide, ones = self._inputs(rows, seq_lengths, params)
+        p, user, gate_rows, wide, ones, _ = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones)                                                   # [K, B, H]
         return self._mix(h, wide, *self._gates(user, gate_rows, p, ones), p, ones)
 
@@ -263,21 +302,21 @@ class MetaHeacNet(nn.Layer):
         """Click probabilities [R, B] of rows [B, C] under R routings: route r
         is None (the rows as they are) or (j, row): gate field j reads table
         row `row` instead. Only the gates differ, so the experts run once."""
-        p, user, gate_rows, wide, ones = self._inputs(rows, seq_lengths, params)
+        p, user, gate_rows, wide, ones, shift = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones)
         out = []
         for route in routes:
             trial = gate_rows
             if route is not None:
                 j, row = route
-                column = paddle.full_like(gate_rows[:, :1], row)                          # [B, 1]
+                column = paddle.full_like(gate_rows[:, :1], row - shift)                  # [B, 1]
                 trial = paddle.concat([gate_rows[:, :j], column, gate_rows[:, j + 1:]], axis=1)
             out.append(self._mix(h, wide, *self._gates(user, trial, p, ones), p, ones))
         return paddle.stack(out)                                                           # [R, B]
 
     def gates(self, rows, seq_lengths, params=None):
         """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""
-        p, user, gate_rows, _, ones = self._inputs(rows, seq_lengths, params)
+        p, user, gate_rows, _, ones, _ = self._inputs(rows, seq_lengths, params)
         return self._gates(user, gate_rows, p, ones)
 
     def _dropout(self, h):

@@ -56,7 +56,7 @@ def campaign_params(net, source, groups=ADAPTED_GROUPS["all"]):
     source[u]); those of the parameter groups `groups` get gradients."""
     params = {}
     for name, p in net.named_parameters():
-        value = paddle.gather(p, source) if name in net.row_tables else p
+        value = net.cut(name, p, source) if name in net.row_tables else p
         t = value.detach().clone()
         t.stop_gradient = net.param_group(name) not in groups
         params[name] = t
@@ -159,7 +159,8 @@ def merged_state(net, params, uniq):
     for name, p in net.named_parameters():
         if name in net.row_tables:
             table = p.numpy().copy()
-            table[uniq] = params[name].numpy()
+            held = uniq >= net.row_base(name)  # the gate table holds the ad rows only
+            table[uniq[held] - net.row_base(name)] = params[name].numpy()[held]
             state[name] = paddle.to_tensor(table)
         else:
             state[name] = params[name].detach()

@@ -70,9 +70,8 @@ def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_ro
     if adapt_rows:
         # One gather per table for the whole meta-batch: each table's (dense)
         # gradient is then built once per step rather than once per task.
-        slice_of = (lambda t: DecayedRows.apply(t, rows, table_decay)) if table_decay else (
-            lambda t: paddle.gather(t, rows))
-        batch_slices = {n: slice_of(base[n]) for n in net.row_tables}  # [U, E], ...
+        take = (lambda t, idx: DecayedRows.apply(t, idx, table_decay)) if table_decay else paddle.gather
+        batch_slices = {n: net.cut(n, base[n], rows, take) for n in net.row_tables}  # [U, E], ...
     losses = []
     for task in tasks:
         params = dict(base)
@@ -80,6 +79,7 @@ def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_ro
         if adapt_rows:
             params.update({n: paddle.gather(t, task["idx"]) for n, t in batch_slices.items()})  # [Ut, E], ...
         else:  # whole table: map local ids back to table rows
+            params.update({n: net.cut(n, base[n]) for n in net.row_tables})  # [R, E], ...
             table_rows = paddle.gather(rows, task["idx"])
             sup_rows = paddle.gather(table_rows, sup_rows.reshape([-1])).reshape(sup_rows.shape)
             qry_rows = paddle.gather(table_rows, qry_rows.reshape([-1])).reshape(qry_rows.shape)

@@ -35,7 +35,7 @@ def score_adapted(net, tuned, rows, lengths, batch, pad=False):
     params = dict(tuned.params)
     with paddle.no_grad():
         for name in net.row_tables:
-            table = paddle.gather(getattr(net, name), paddle.to_tensor(uniq))          # [U, D]
+            table = net.cut(name, getattr(net, name), paddle.to_tensor(uniq))          # [U, D]
             if adapted.size:
                 table = paddle.scatter(table, paddle.to_tensor(adapted),
                                        paddle.gather(tuned.params[name], paddle.to_tensor(pos[adapted])))

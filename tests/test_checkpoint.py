@@ -41,3 +41,19 @@ def test_save_state_copies_one_tensor_at_a_time(tmp_path):
         tracemalloc.stop()
     assert peaks["paddle"] > 6 * size  # every tensor as numpy at once
     assert peaks["lean"] < 1.5 * size
+
+
+def test_a_checkpoint_with_the_whole_gate_table_loads(tiny_config, tmp_path):
+    """Checkpoints written when the lookup gate table held every fused-table
+    row load with its ad rows, the only ones read."""
+    from dygraph_model import DygraphModel
+
+    config = tiny_config(hyper={"wide": True, "gate": "lookup"})
+    net = DygraphModel().create_model(config)
+    old = dict(net.state_dict())
+    whole = np.random.default_rng(0).normal(size=(net.schema.num_rows, old["gate_table"].shape[1]))
+    old["gate_table"] = paddle.to_tensor(whole.astype("float32"))
+    checkpoint.save_state(old, str(tmp_path / checkpoint.PARAMS))
+    checkpoint.load_checkpoint(str(tmp_path), net)
+    np.testing.assert_array_equal(net.gate_table.numpy(), whole[net.gate_base:].astype("float32"))
+    assert net.gate_base == net.schema.ad[0].offset > 0

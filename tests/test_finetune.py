@@ -27,7 +27,7 @@ def changed(net, params, uniq):
     own = dict(net.named_parameters())
     out = {}
     for name, t in params.items():
-        base = own[name].numpy()[uniq] if name in net.row_tables else own[name].numpy()
+        base = (net.cut(name, own[name], paddle.to_tensor(uniq)) if name in net.row_tables else own[name]).numpy()
         out[name] = not np.array_equal(base, t.numpy())
     return out
 
@@ -128,7 +128,8 @@ def test_wide_and_lookup_gates_fine_tune_and_merge(tiny_config):
     assert all(changed(net, params, uniq).values())
     state = adapt.merged_state(net, params, uniq)
     for name in ("wide", "gate_table"):
-        np.testing.assert_array_equal(state[name].numpy()[uniq], params[name].numpy())
+        merged = net.cut(name, state[name], paddle.to_tensor(uniq))  # the campaign's rows of the merged table
+        np.testing.assert_array_equal(merged.numpy(), params[name].numpy())
     config, net, stage1 = setup(tiny_config, hyper=hyper, finetune_params="heads")
     moved = changed(net, *run(config, net, stage1)[:2])
     assert moved["gate_table"] and moved["critic_w"]
@@ -144,8 +145,8 @@ def test_learning_rate_scales_apply_to_fine_tuning(tiny_config):
                                     finetune_steps=1)
         params, uniq, *_ = run(config, net, stage1)
         own = dict(net.named_parameters())
-        return {n: np.abs(t.numpy() - (own[n].numpy()[uniq] if n in net.row_tables else own[n].numpy())).max()
-                for n, t in params.items()}
+        cut = {n: net.cut(n, own[n], paddle.to_tensor(uniq)) if n in net.row_tables else own[n] for n in params}
+        return {n: np.abs(t.numpy() - cut[n].numpy()).max() for n, t in params.items()}
 
     base, scaled = one_step(1.0), one_step(3.0)
     for name in ("wide", "gate_table", "embedding"):
@@ -162,7 +163,8 @@ def routed_setup(tiny_config, truth, own_id=1, n=300, **runner):
     schema = net.schema
     age, cat = schema.static[0], next(f for f in schema.ad if f.name == "adCategoryId")
     gate = np.zeros(net.gate_table.shape, np.float32)
-    gate[cat.offset + 1, 0] = gate[cat.offset + 2, 1] = 10.0
+    own_rows = cat.offset - net.gate_base  # the gate table holds the ad rows only
+    gate[own_rows + 1, 0] = gate[own_rows + 2, 1] = 10.0
     wide = np.zeros(net.wide.shape, np.float32)
     slope = np.linspace(-3.0, 3.0, age.vocab_size)
     wide[age.offset:age.offset + age.vocab_size, 0], wide[age.offset:age.offset + age.vocab_size, 1] = slope, -slope
@@ -187,7 +189,8 @@ def test_seeds_route_a_campaign_whose_gate_id_misdescribes_it(tiny_config):
     assert routing.describe_route(tuned.route).startswith("adCategoryId 1 -> 2")
     # the campaign's own gate row now holds id 2's logits (no fine-tuning steps here)
     own = int(np.searchsorted(tuned.uniq, cat.offset + 1))
-    np.testing.assert_array_equal(tuned.params["gate_table"].numpy()[own], net.gate_table.numpy()[cat.offset + 2])
+    two = cat.offset + 2 - net.gate_base  # id 2's row of the gate table (it holds the ad rows only)
+    np.testing.assert_array_equal(tuned.params["gate_table"].numpy()[own], net.gate_table.numpy()[two])
     # so it scores its seeds as id 2 does
     as_two = stage1["rows"].copy()
     as_two[as_two == cat.offset + 1] = cat.offset + 2
@@ -197,7 +200,7 @@ def test_seeds_route_a_campaign_whose_gate_id_misdescribes_it(tiny_config):
                                scoring.score(net, None, as_two, stage1["lengths"], batch), atol=1e-6)
     # the merged state (export) carries the routing under the campaign's own id
     state = adapt.merged_state(net, tuned.params, tuned.uniq)
-    np.testing.assert_array_equal(state["gate_table"].numpy()[cat.offset + 1], net.gate_table.numpy()[cat.offset + 2])
+    np.testing.assert_array_equal(state["gate_table"].numpy()[two - 1], net.gate_table.numpy()[two])
 
 
 def test_routing_never_picks_an_id_training_did_not_see(tiny_config):

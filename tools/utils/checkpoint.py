@@ -169,7 +169,7 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{key}: no checkpoint at {file}; train first "
                                 f"(python tools/trainer.py -m <config>) or fix the path")
-    state = _load(file)
+    state = model.upgrade_state(_load(file))
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
