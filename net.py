@@ -292,8 +292,9 @@ class MetaHeacNet(nn.Layer):
 
     def forward_rows(self, rows, seq_lengths, params=None):
         """rows [B, C] index the row tables (params['embedding'] and, when
-        present, 'wide' and 'gate_table'): whole tables, or slices of the rows
-        a task touches with rows remapped into them."""
+        present, 'wide' and 'gate_table'): the network's own (params None),
+        whole tables as cut(name, table) gives them, or slices of the rows a
+        task touches (cut(name, table, rows)) with rows remapped into them."""
         p, user, gate_rows, wide, ones, _ = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones)                                                   # [K, B, H]
         return self._mix(h, wide, *self._gates(user, gate_rows, p, ones), p, ones)
