@@ -141,15 +141,24 @@ def _load(file):
     return state
 
 
-def _load_optimizer(optimizer, opt_state, saved, own, opt_file):
+def _load_optimizer(optimizer, opt_state, saved, own, opt_file, model):
     """Adam's state is keyed by the parameters' generated names
     (`meta_heac_net_0.w_0_moment1_0`), which depend on how many networks the
-    writing process had built: rename them to this network's."""
+    writing process had built: rename them to this network's. Paddle sets
+    the moments only at the first step, so their shapes are checked here."""
     renames = {saved[k].name: own[k].name for k in own if getattr(saved[k], "name", None)}
+    param_of = {own[k].name: k for k in own}
     renamed = {}
     for key, value in opt_state.items():
         old = max((n for n in renames if key.startswith(n + "_")), key=len, default=None)
-        renamed[key if old is None else renames[old] + key[len(old):]] = value
+        key = key if old is None else renames[old] + key[len(old):]
+        name = param_of.get(key.rsplit("_moment", 1)[0]) if "_moment" in key else None
+        if name is not None:
+            value = model.upgrade_state({name: value})[name]  # an older whole gate table's moments: its ad rows
+            if list(value.shape) != list(own[name].shape):
+                raise DataError(f"{opt_file}: Adam's moments of {name!r} have shape {list(value.shape)}, the "
+                                f"model's {list(own[name].shape)}; delete it to start Adam afresh")
+        renamed[key] = value
     try:
         optimizer.set_state_dict(renamed)
     except (AssertionError, KeyError, ValueError) as exc:  # Paddle asserts on a missing moment
@@ -187,7 +196,7 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
     if optimizer is not None:
         opt_file = os.path.join(os.path.dirname(file), OPT)
         if os.path.isfile(opt_file):
-            _load_optimizer(optimizer, _load(opt_file), state, own, opt_file)
+            _load_optimizer(optimizer, _load(opt_file), state, own, opt_file, model)
         else:
             log.warning("%s: not found, so Adam's moments start from zero (the first steps move the parameters "
                         "more than a continued run would)", opt_file)
