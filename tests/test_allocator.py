@@ -19,12 +19,12 @@ import paddle
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 paddle.ones([16 << 20])  # 64 MB, above glibc's largest default mmap threshold (32 MB)
 before = faults()
-for _ in range(5):
+for _ in range(20):
     block = paddle.ones([16 << 20])
     del block
 print(faults() - before)
 """
-PAGES = 5 * (64 << 20) // 4096  # five blocks of fresh 4 KiB pages
+PAGES = 20 * (64 << 20) // 4096  # twenty blocks of fresh 4 KiB pages
 
 
 def _faults(mode):
@@ -36,8 +36,10 @@ def test_freed_large_blocks_are_reused():
     kept = _faults("keep")
     if kept == "unsupported":
         pytest.skip("not glibc: mallopt unavailable")
-    assert int(_faults("default")) > 0.5 * PAGES  # glibc's default: each block faulted in afresh
-    assert int(kept) < 0.1 * PAGES
+    assert int(_faults("default")) > 0.9 * PAGES  # glibc's default: each block faulted in afresh
+    # Kept, a freed block is reused unless a small allocation has split it, when
+    # the heap grows once more: 0 to 5 of the 20 blocks in 35 runs of this probe.
+    assert int(kept) < 0.5 * PAGES
 
 
 @pytest.mark.parametrize("keep", [True, False])
