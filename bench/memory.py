@@ -44,7 +44,7 @@ def main():
         loss, _, _ = dm.train_forward(model, [], next(it), cfg)
         loss.backward()
         opt.step()
-        opt.clear_grad()
+        opt.clear_grad(set_to_zero=False)  # as tools/trainer.py: freed, not zeroed
     print(f"split: {len(store):,} rows; memory-mapped store {mapped / 2**20:.0f} MB")
     print(f"peak RSS after {args.steps} meta-steps: {vm_hwm_mb():.0f} MB")
 

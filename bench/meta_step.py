@@ -131,7 +131,7 @@ def main():
                 loss, _, _ = dm.train_forward(model, [], next(it), cfg)
                 loss.backward()
                 opt.step()
-                opt.clear_grad()
+                opt.clear_grad(set_to_zero=False)  # as tools/trainer.py
                 float(loss)
 
             sec = timed(step, repeat=args.steps, warmup=1)
