@@ -12,7 +12,7 @@ elementwise ops are not counted, so the achieved figure is a lower bound.
 of each setting (where the time goes: matmuls, gathers, weight decay, Adam).
 --allocator runs the table in child processes, runner.keep_freed_memory off
 and on by turns for --rounds rounds (the setting is process-wide), and adds
-each child's minor page faults per meta-step.
+each child's minor page faults per meta-step, its start-up included.
 Forward = 2*m*n*k per matmul; a backward costs two forward matmuls (grads
 of inputs and weights). First order per task: support forward+backward
 (inner gradient) + query forward+backward written out in
@@ -86,9 +86,10 @@ def compare_allocators(args):
             out = subprocess.run(base + ["-o", f"runner.keep_freed_memory={keep}"], capture_output=True, text=True,
                                  check=True).stdout
             faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
-            # every setting runs 1 warm-up + --steps timed steps (plus start-up, counted too)
+            # every setting runs 1 warm-up + --steps timed steps; the child's start-up is counted too
             per_step = faults / (settings * (args.steps + 1))
-            print(f"round {rnd + 1}, keep_freed_memory={keep}: {per_step:,.0f} minor page faults per meta-step")
+            print(f"round {rnd + 1}, keep_freed_memory={keep}: {per_step:,.0f} minor page faults per meta-step "
+                  f"(the child's start-up included)")
             print("\n".join(line for line in out.splitlines() if line.strip()[:1].isdigit() or "batch" in line))
 
 

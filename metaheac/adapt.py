@@ -159,8 +159,9 @@ def merged_state(net, params, uniq):
     for name, p in net.named_parameters():
         if name in net.row_tables:
             table = p.numpy().copy()
-            held = uniq >= net.row_base(name)  # the gate table holds the ad rows only
-            table[uniq[held] - net.row_base(name)] = params[name].numpy()[held]
+            base = net.row_base(name)  # the gate table holds the ad rows only
+            held = uniq >= base
+            table[uniq[held] - base] = params[name].numpy()[held]
             state[name] = paddle.to_tensor(table)
         else:
             state[name] = params[name].detach()

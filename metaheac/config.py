@@ -102,8 +102,8 @@ SPEC = {
                                    "~/.cache/metaheac)", path=True),
         "num_threads": Key(int, 0, NON_NEGATIVE, "MKL threads (0: all cores)"),
         "keep_freed_memory": Key(bool, True, help="glibc keeps freed blocks for reuse instead of unmapping them: "
-                                                  "1.5x faster meta-steps on a large vocabulary; the process keeps "
-                                                  "its peak memory until it exits"),
+                                                  "fewer page faults, ~10% faster epochs on the full vocabulary; the "
+                                                  "process keeps its peak memory until it exits"),
         "nonfinite_loss": Key(str, "stop", one_of("stop", "skip"),
                               "NaN/inf loss: stop with an error (no checkpoint written) or skip the meta-batch"),
         "prefetch": Key(int, 4, NON_NEGATIVE,
