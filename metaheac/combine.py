@@ -35,8 +35,9 @@ from typing import NamedTuple
 
 import numpy as np
 import paddle
-from scipy import optimize, sparse
+from scipy import sparse
 
+from metaheac import logreg
 from metaheac.loss import EPS
 from metaheac.metrics import auc
 from metaheac.routing import candidate_routes, gate_columns, log_likelihood, posterior, route_log_prior
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 COMBINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # inverse penalty of w (the per-seed loss is summed)
 MAX_FOLDS = 5
-MAX_ITER = 200
 KEEP_MASS = 0.999  # the routes kept for scoring: the most probable ones, this much posterior mass ...
 MAX_ROUTES = 16    # ... and at most this many (a pool of millions is scored under each)
 
@@ -117,29 +117,6 @@ def _logit(p):
     return np.log(p) - np.log1p(-p)
 
 
-def _fit_path(x, m, y, cs):
-    """[(w, a, b)] per C of `cs` (ascending), minimising C * sum(logloss(y, a m + b + x w))
-    + ||w||^2 / 2; each fit starts where the previous, more penalised one ended."""
-    n_w = x.shape[1]
-    xt = x.T.tocsr()
-
-    def loss_and_grad(theta, c):
-        w, a, b = theta[:n_w], theta[n_w], theta[n_w + 1]
-        z = a * m + b + x @ w
-        r = c * (0.5 * (1.0 + np.tanh(0.5 * z)) - y)  # C * (sigmoid(z) - y), overflow-free
-        loss = c * (np.logaddexp(0.0, z) - y * z).sum() + 0.5 * w @ w
-        return loss, np.concatenate([xt @ r + w, [r @ m, r.sum()]])
-
-    theta = np.zeros(n_w + 2)
-    theta[n_w] = 1.0  # the network as it is
-    path = []
-    for c in cs:
-        theta = optimize.minimize(loss_and_grad, theta, args=(c,), jac=True, method="L-BFGS-B",
-                                  options={"maxiter": MAX_ITER}).x
-        path.append((theta[:n_w], theta[n_w], theta[n_w + 1]))
-    return path
-
-
 def _folds(y, rng):
     """Stratified fold number [n] of each seed; None when a class has fewer than 2 seeds."""
     k = min(MAX_FOLDS, int(y.sum()), int(y.size - y.sum()))
@@ -203,19 +180,30 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     # over the seeds' ids, a few thousand columns rather than the vocabulary.
     cols = np.unique(x.indices)
     x = x[:, cols]
+    user_fields = net.schema.static + net.schema.sequence
+    groups = np.searchsorted(sorted(f.offset for f in user_fields), cols, side="right") - 1  # [R'] field of each
     cs = sorted(cs)
     zeros = np.zeros_like(y)
     # candidates: ("network", None), ("corrected", C): the network corrected
     # on the ids, ("seeds", C): a regression on the seeds alone (a = 0), for
     # when the network's prior misleads more than it tells
     scores = {("network", None): [], **{(kind, c): [] for kind in ("corrected", "seeds") for c in cs}}
-    for k in range(fold.max() + 1):
-        fit_part, val = fold != k, fold == k
-        m = _logit(probs @ posterior(log_prior, log_lik[fit_part]))  # the mixture the fitting part reads
-        scores[("network", None)].append(auc(y[val], m[val]))
-        for kind, offset in (("corrected", m), ("seeds", zeros)):
-            for c, (w, a, b) in zip(cs, _fit_path(x[fit_part], offset[fit_part], y[fit_part], cs)):
-                scores[(kind, c)].append(auc(y[val], a * offset[val] + b + x[val] @ w))
+    # every fold's two regressions along the path of C, fitted together:
+    # problem 2k reads fold k's mixture, 2k + 1 the seeds alone
+    n_folds = fold.max() + 1
+    offsets = np.zeros((y.size, 2 * n_folds))
+    for k in range(n_folds):
+        m = _logit(probs @ posterior(log_prior, log_lik[fold != k]))  # the mixture the fitting part reads
+        scores[("network", None)].append(auc(y[fold == k], m[fold == k]))
+        offsets[:, 2 * k] = m
+    weights = np.repeat((fold[:, None] != np.arange(n_folds)), 2, axis=1)  # [n, 2K] the fitting parts
+    path = logreg.fit_path(x, y, offsets, weights, cs, fit_a=np.arange(2 * n_folds) % 2 == 0, groups=groups)
+    for c, (w, a, b) in zip(cs, path):
+        z = a * offsets + b + x @ w                                                          # [n, 2K]
+        for k in range(n_folds):
+            val = fold == k
+            for j, kind in ((2 * k, "corrected"), (2 * k + 1, "seeds")):
+                scores[(kind, c)].append(auc(y[val], z[val, j]))
     mean = {key: float(np.nanmean(v)) for key, v in scores.items()}
     order = list(scores)  # a tie keeps the simpler: the network, then a correction
     best = max(mean, key=lambda key: (mean[key], -order.index(key)))
@@ -231,7 +219,9 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
         return Combination(**mixture, cols=np.zeros(0, np.int64), w=np.zeros(0), a=1.0, b=0.0, c=None,
                            cv_auc=cv_auc, kind=kind)
     offset = _logit(probs[:, keep] @ weights) if kind == "corrected" else zeros
-    (w, a, b), = _fit_path(x, offset, y, [v for v in cs if v <= c])[-1:]
+    (w, a, b), = logreg.fit_path(x, y, offset[:, None], np.ones((y.size, 1)), [v for v in cs if v <= c],
+                                 fit_a=[kind == "corrected"], groups=groups)[-1:]
+    w, a, b = w[:, 0], a[0], b[0]
     nonzero = w != 0
     return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=float(a) if kind == "corrected" else 0.0,
                        b=float(b), c=c, cv_auc=cv_auc, kind=kind)

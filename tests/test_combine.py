@@ -138,3 +138,32 @@ def test_scores_do_not_depend_on_how_a_pool_is_chunked(tiny_config):
     chunks = np.concatenate([scoring.score_adapted(net, tuned, rows[i:i + 50], lengths[i:i + 50], 64, pad=True)
                              for i in range(0, 200, 50)])
     np.testing.assert_allclose(whole, chunks, rtol=1e-6)
+
+
+def one_by_one(fit_path):
+    """logreg.fit_path's signature, each problem fitted by itself."""
+    def fit_each(x, y, offsets, weights, cs, fit_a, groups):
+        alone = [fit_path(x, y, offsets[:, j:j + 1], weights[:, j:j + 1], cs, fit_a[j:j + 1], groups)
+                 for j in range(offsets.shape[1])]
+        return [tuple(np.concatenate(parts, axis=-1) for parts in zip(*at_c)) for at_c in zip(*alone)]
+    return fit_each
+
+
+def test_a_campaigns_fits_made_together_equal_those_made_one_by_one(tiny_config, monkeypatch):
+    """Every fold's regressions are fitted in one pass (metaheac/logreg.py):
+    the same choice, fold AUCs and scores as fitting each alone, whatever
+    the seed count."""
+    config, net = make_net(tiny_config, route_prior=0.2)
+    fresh, _ = planted(net, 300, seed=20, id_weight=1.0, network_weight=0.5)
+    for n, seed in ((40, 21), (300, 22), (1500, 23)):
+        seeds, _ = planted(net, n, seed=seed, id_weight=1.0, network_weight=0.5)
+        together = fit(config, net, seeds)
+        with monkeypatch.context() as patch:
+            patch.setattr(combine.logreg, "fit_path", one_by_one(combine.logreg.fit_path))
+            alone = fit(config, net, seeds)
+        assert (together.kind, together.c) == (alone.kind, alone.c)
+        assert together.cv_auc.keys() == alone.cv_auc.keys()
+        np.testing.assert_allclose(list(together.cv_auc.values()), list(alone.cv_auc.values()), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(auc_of(net, together, fresh), auc_of(net, alone, fresh), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(combine.score(net, together, fresh["rows"], fresh["lengths"], 64),
+                                   combine.score(net, alone, fresh["rows"], fresh["lengths"], 64), rtol=0, atol=1e-6)
