@@ -109,10 +109,10 @@ class _Coarse:
 
     def __init__(self, x, groups):
         n_groups = int(groups.max(initial=0)) + 1
-        self.indicator = sparse.csr_matrix((np.ones(groups.size), (np.arange(groups.size), groups)),
-                                           shape=(groups.size, n_groups))            # [p, G]
-        self.spread = (x @ self.indicator).toarray()                    # [n, G] margins of each field direction
-        self.sizes = np.asarray(self.indicator.sum(0)).ravel()          # [G] their penalty
+        self.indicator = np.zeros((groups.size, n_groups))               # [p, G] dense: G is the field count
+        self.indicator[np.arange(groups.size), groups] = 1.0
+        self.spread = x @ self.indicator                                 # [n, G] margins of each field direction
+        self.sizes = self.indicator.sum(0)                               # [G] their penalty
 
     def inverse(self, problems, d):
         """[P, G + 2, G + 2] the inverse of the Hessian (loss curvature d [n, P]) on the span."""
