@@ -28,7 +28,9 @@ How far to go (the network alone, corrected with some C, or the seeds
 alone with some C) is decided per campaign by stratified
 k-fold cross-validation on its seeds (mean fold AUC); within each fold the
 mixture's weights too are read from the fitting part only, so every candidate
-is judged on seeds it was not fitted on. Deterministic given the campaign's rng.
+is judged on seeds it was not fitted on. The folds' regressions, both kinds
+along the whole path of C, are fitted to their optimum in one pass
+(metaheac/logreg.py). Deterministic given the campaign's rng.
 """
 import logging
 from typing import NamedTuple

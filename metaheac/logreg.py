@@ -15,7 +15,7 @@ sparse-dense products over all the problems still open. A problem's iterates
 depend on its own data alone: fitted with others, it gets what it gets fitted
 by itself.
 
-Two exact reductions make each step cheap:
+Each step is cheap for two reasons:
 - A column that one row alone has (most ids of a few thousand seeds) moves
   only that row's margin. Its best weight given the margin is closed-form,
   so those columns leave the problem: each row's loss becomes its Moreau
@@ -209,8 +209,8 @@ def _solve(problems, theta):
             at_trial = probs.loss(trial)
             ok = pending & (probs.objective(at_trial[0], trial) <= f + ARMIJO * step * slope)
             theta[:, open_[ok]] = trial[:, ok]
-            for kept, new in zip((value, first, second), at_trial):
-                kept[:, open_[ok]] = new[:, ok]
+            for cache, new in zip((value, first, second), at_trial):
+                cache[:, open_[ok]] = new[:, ok]
             pending &= ~ok
             if not pending.any():
                 break
