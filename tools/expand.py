@@ -55,9 +55,10 @@ def expand(config, args):
         c["tuned"] = finetune_campaign(model, c, config)
         c["top"] = TopK(k)
         tuned = c["tuned"]
-        log.info("campaign %d: adapted %s on %d seeds (%d fine-tune steps%s%s) in %.1fs", c["aid"], ckpt,
-                 c["labels"].size, tuned.steps, f"; routed {describe_route(tuned.route)}" if tuned.route else "",
-                 f"; corrected {tuned.combination.describe()}" if tuned.combination else "", time.time() - start)
+        how = (tuned.combination.describe() if tuned.combination else  # wide_cv takes no steps
+               f"{tuned.steps} fine-tune steps" + (f"; routed {describe_route(tuned.route)}" if tuned.route else ""))
+        log.info("campaign %d: adapted %s on %d seeds (%s) in %.1fs", c["aid"], ckpt, c["labels"].size, how,
+                 time.time() - start)
 
     chunk_rows = config["runner.pool_chunk_rows"]
     progress = Progress(pool.size, every=chunk_rows)
