@@ -113,3 +113,21 @@ def test_a_constant_offset_and_one_class_folds_do_not_break_the_solver():
         w_ref, a_ref, b_ref = reference(x, y, offsets[:, 0], weights[:, 0], c, True)
         ours = objective(x, y, offsets[:, 0], weights[:, 0], c, w[:, 0], a[0], b[0])
         assert ours <= objective(x, y, offsets[:, 0], weights[:, 0], c, w_ref, a_ref, b_ref) + 1e-7 * ours
+
+
+def test_the_row_envelope_is_exact_whatever_the_memory_layout():
+    """The open problems are column slices (Fortran-ordered): the per-row
+    solve for the lone columns' weights must hold there too."""
+    rng = np.random.default_rng(5)
+    n, P = 200, 6
+    zeta, y = rng.normal(scale=3.0, size=(n, P)), (rng.random((n, 1)) < 0.3).astype(np.float64)
+    s = (rng.random((n, P)) < 0.8) * rng.uniform(0.01, 2.0)
+    v2 = (rng.random((n, 1)) < 0.7) * rng.uniform(0.0, 5.0, size=(n, 1))
+    open_ = np.array([0, 2, 3, 5])
+    for z, w in ((zeta, s), (zeta[:, open_], s[:, open_])):
+        value, first, second = logreg._envelope(z, w, v2, y)
+        u = z - v2 * first                          # the margin with the lone weights at their best
+        # stationarity of s logloss(y, u) + (u - zeta)^2 / (2 v2) in u, and its value
+        np.testing.assert_allclose(u - z + v2 * w * (0.5 * (1 + np.tanh(0.5 * u)) - y), 0.0, atol=1e-9)
+        np.testing.assert_allclose(value, w * (np.logaddexp(0.0, u) - y * u) + 0.5 * v2 * first ** 2, rtol=1e-9)
+        assert np.all(second >= 0.0) and np.all(second <= w / 4 + 1e-12)
