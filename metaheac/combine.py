@@ -28,7 +28,10 @@ How far to go (the network alone, corrected with some C, or the seeds
 alone with some C) is decided per campaign by stratified
 k-fold cross-validation on its seeds (mean fold AUC); within each fold the
 mixture's weights too are read from the fitting part only, so every candidate
-is judged on seeds it was not fitted on. The folds' regressions, both kinds
+is judged on seeds it was not fitted on. The campaign's logit is the mean of
+the runner.wide_cv_top best candidates' (each refitted on all its seeds):
+with tens of seeds the folds rank neighbouring candidates by noise, and the
+mean is a linear model again (a, b and w averaged). The folds' regressions, both kinds
 along the whole path of C, are fitted to their optimum in one pass
 (metaheac/logreg.py). Deterministic given the campaign's rng.
 """
@@ -62,9 +65,10 @@ class Combination(NamedTuple):
     w: np.ndarray     # [R'] their weights
     a: float
     b: float
-    c: float          # the C chosen; None: the mixture alone
+    c: float          # the best candidate's C; None: the mixture alone
     cv_auc: dict      # candidate -> mean fold AUC on the seeds
-    kind: str = "network"  # what the folds chose: "network", "corrected" or "seeds" (a = 0)
+    kind: str = "network"  # the best candidate: "network", "corrected" or "seeds" (a = 0)
+    averaged: tuple = ()   # the candidates whose logits are averaged, best first (runner.wide_cv_top)
 
     def describe(self):
         """'routes own ids 71%, 12*2 25%; C=0.3, network weight 1.79 (fold AUC 0.761 vs network 0.718)'."""
@@ -72,11 +76,14 @@ class Combination(NamedTuple):
         mix = "routes " + ", ".join(f"{self.labels[i]} {100 * self.weights[i]:.0f}%" for i in order)
         if not self.cv_auc:
             return mix + "; no correction (fewer than 2 seeds of a class)"
-        if self.kind == "network":
+        if self.w.size == 0 and self.a == 1.0 and self.b == 0.0:
             return mix + f"; no correction (fold AUC {self.cv_auc['network']:.3f})"
         chosen = _name(self.kind, self.c)
-        what = f"network weight {self.a:.2f}" if self.kind == "corrected" else "network not used"
-        return mix + f"; {chosen}, {what} (fold AUC {self.cv_auc[chosen]:.3f} vs network {self.cv_auc['network']:.3f})"
+        if len(self.averaged) > 1:
+            chosen = f"mean of {len(self.averaged)} best ({chosen} first)"
+        what = f"network weight {self.a:.2f}" if self.a else "network not used"
+        best = self.cv_auc[_name(self.kind, self.c)]
+        return mix + f"; {chosen}, {what} (fold AUC {best:.3f} vs network {self.cv_auc['network']:.3f})"
 
 
 def user_features(rows, lengths, schema):
@@ -185,7 +192,6 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     user_fields = net.schema.static + net.schema.sequence
     groups = np.searchsorted(sorted(f.offset for f in user_fields), cols, side="right") - 1  # [R'] field of each
     cs = sorted(cs)
-    zeros = np.zeros_like(y)
     # candidates: ("network", None), ("corrected", C): the network corrected
     # on the ids, ("seeds", C): a regression on the seeds alone (a = 0), for
     # when the network's prior misleads more than it tells
@@ -208,25 +214,41 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
                 scores[(kind, c)].append(auc(y[val], z[val, j]))
     mean = {key: float(np.nanmean(v)) for key, v in scores.items()}
     order = list(scores)  # a tie keeps the simpler: the network, then a correction
-    best = max(mean, key=lambda key: (mean[key], -order.index(key)))
+    top = sorted(mean, key=lambda key: (mean[key], -order.index(key)), reverse=True)[:config["runner.wide_cv_top"]]
     cv_auc = {_name(*key): v for key, v in mean.items()}
 
     post = posterior(log_prior, log_lik)
     keep = np.argsort(-post)[:MAX_ROUTES]
     keep = keep[:int(np.searchsorted(np.cumsum(post[keep]), KEEP_MASS)) + 1]
     weights = post[keep] / post[keep].sum()
-    mixture = dict(routes=[routes[i] for i in keep], weights=weights, labels=[labels[i] for i in keep])
-    kind, c = best
-    if kind == "network":
-        return Combination(**mixture, cols=np.zeros(0, np.int64), w=np.zeros(0), a=1.0, b=0.0, c=None,
-                           cv_auc=cv_auc, kind=kind)
-    offset = _logit(probs[:, keep] @ weights) if kind == "corrected" else zeros
-    (w, a, b), = logreg.fit_path(x, y, offset[:, None], np.ones((y.size, 1)), [v for v in cs if v <= c],
-                                 fit_a=[kind == "corrected"], groups=groups)[-1:]
-    w, a, b = w[:, 0], a[0], b[0]
+    mixture = dict(routes=[routes[i] for i in keep], weights=weights, labels=[labels[i] for i in keep],
+                   cv_auc=cv_auc, kind=top[0][0], c=top[0][1], averaged=tuple(_name(*key) for key in top))
+    if all(kind == "network" for kind, _ in top):
+        return Combination(**mixture, cols=np.zeros(0, np.int64), w=np.zeros(0), a=1.0, b=0.0)
+    w, a, b = _mean_of(top, x, y, _logit(probs[:, keep] @ weights), cs, groups)
     nonzero = w != 0
-    return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=float(a) if kind == "corrected" else 0.0,
-                       b=float(b), c=c, cv_auc=cv_auc, kind=kind)
+    return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=a, b=b)
+
+
+def _mean_of(top, x, y, offset, cs, groups):
+    """(w [p], a, b) of the mean of the candidates' logits a m + b + x w (one
+    such logit again), each candidate of `top` [(kind, C)] fitted on all the
+    seeds: the network (a = 1), corrected (offset m) or the seeds alone (a = 0)."""
+    kinds = [kind for kind in ("corrected", "seeds") if any(key[0] == kind for key in top)]
+    offsets = np.stack([offset if kind == "corrected" else np.zeros_like(offset) for kind in kinds], 1)
+    largest = max(c for kind, c in top if kind != "network")
+    path = logreg.fit_path(x, y, offsets, np.ones(offsets.shape), [c for c in cs if c <= largest],
+                           fit_a=[kind == "corrected" for kind in kinds], groups=groups)
+    w, a, b = np.zeros(x.shape[1]), 0.0, 0.0
+    for kind, c in top:
+        if kind == "network":
+            a += 1.0
+            continue
+        j = kinds.index(kind)
+        wc, ac, bc = path[cs.index(c)]
+        w, b = w + wc[:, j], b + bc[j]
+        a += ac[j] if kind == "corrected" else 0.0
+    return w / len(top), float(a / len(top)), float(b / len(top))
 
 
 def _name(kind, c):

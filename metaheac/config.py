@@ -82,6 +82,10 @@ SPEC = {
                                "candidate pools are read and scored this many users at a time (memory bound)"),
         "finetune_steps": Key(int, None, POSITIVE,
                               "fine-tune Adam steps per campaign (overrides infer_train_epoch)"),
+        "wide_cv_top": Key(int, 5, POSITIVE,
+                           "runner.adaptation=wide_cv: the campaign's scores average the logits of this many "
+                           "candidates (the network, corrected or seeds alone at each C) with the best mean fold "
+                           "AUC on its seeds (1: the best alone)"),
         "route_prior": Key(float, 0.0, BELOW_ONE,
                            "before fine-tuning, try every other id of each gate field that meta-training saw and "
                            "route the campaign like the one its seeds make most probable (kept only if it also wins "

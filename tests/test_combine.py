@@ -167,3 +167,29 @@ def test_a_campaigns_fits_made_together_equal_those_made_one_by_one(tiny_config,
         np.testing.assert_allclose(auc_of(net, together, fresh), auc_of(net, alone, fresh), rtol=0, atol=1e-9)
         np.testing.assert_allclose(combine.score(net, together, fresh["rows"], fresh["lengths"], 64),
                                    combine.score(net, alone, fresh["rows"], fresh["lengths"], 64), rtol=0, atol=1e-6)
+
+
+def test_the_scores_average_the_logits_of_the_best_candidates(tiny_config):
+    """runner.wide_cv_top: the mean of the candidates' logits, each refitted
+    on all the seeds, is one logit a m + b + x w with a, b, w averaged."""
+    config, net = make_net(tiny_config, wide_cv_top=3)
+    seeds, _ = planted(net, 400, seed=30, id_weight=1.0, network_weight=0.5)
+    x = combine.user_features(seeds["rows"], seeds["lengths"], net.schema)
+    cols = np.unique(x.indices)
+    x, y = x[:, cols], seeds["labels"].astype(np.float64)
+    groups = np.zeros(cols.size, np.int64)
+    m = np.random.default_rng(0).normal(size=y.size)
+    cs = [0.01, 0.1, 1.0]
+    top = [("seeds", 0.01), ("network", None), ("corrected", 1.0)]
+    w, a, b = combine._mean_of(top, x, y, m, cs, groups)
+    ones = np.ones((y.size, 1))
+    (ws, _, bs), = combine.logreg.fit_path(x, y, np.zeros((y.size, 1)), ones, [0.01], [False], groups)
+    (wc, ac, bc), = combine.logreg.fit_path(x, y, m[:, None], ones, cs, [True], groups)[-1:]
+    np.testing.assert_allclose(w, (ws[:, 0] + wc[:, 0]) / 3, atol=1e-8)
+    np.testing.assert_allclose([a, b], [(1.0 + ac[0]) / 3, (bs[0] + bc[0]) / 3], atol=1e-8)
+    fitted = fit(config, net, seeds)
+    assert len(fitted.averaged) == 3 and fitted.averaged[0] == combine._name(fitted.kind, fitted.c)
+    assert fitted.describe().count("mean of 3 best") == 1
+    config, net = make_net(tiny_config, wide_cv_top=1)
+    alone = fit(config, net, seeds)
+    assert alone.averaged == fitted.averaged[:1] and "mean of" not in alone.describe()
