@@ -196,18 +196,26 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     # on the ids, ("seeds", C): a regression on the seeds alone (a = 0), for
     # when the network's prior misleads more than it tells
     scores = {("network", None): [], **{(kind, c): [] for kind in ("corrected", "seeds") for c in cs}}
-    # every fold's two regressions along the path of C, fitted together:
-    # problem 2k reads fold k's mixture, 2k + 1 the seeds alone
+    # the mixture the campaign is scored under (its routings, weighed by all the seeds)
+    post = posterior(log_prior, log_lik)
+    keep = np.argsort(-post)[:MAX_ROUTES]
+    keep = keep[:int(np.searchsorted(np.cumsum(post[keep]), KEEP_MASS)) + 1]
+    weights = post[keep] / post[keep].sum()
+    # every fold's two regressions along the path of C, and the two on all the
+    # seeds that the campaign is scored with, fitted together: problem 2k
+    # reads fold k's mixture, 2k + 1 the seeds alone; 2K and 2K + 1 all seeds
     n_folds = fold.max() + 1
-    offsets = np.zeros((y.size, 2 * n_folds))
+    offsets = np.zeros((y.size, 2 * n_folds + 2))
     for k in range(n_folds):
         m = _logit(probs @ posterior(log_prior, log_lik[fold != k]))  # the mixture the fitting part reads
         scores[("network", None)].append(auc(y[fold == k], m[fold == k]))
         offsets[:, 2 * k] = m
-    weights = np.repeat((fold[:, None] != np.arange(n_folds)), 2, axis=1)  # [n, 2K] the fitting parts
-    path = logreg.fit_path(x, y, offsets, weights, cs, fit_a=np.arange(2 * n_folds) % 2 == 0, groups=groups)
+    offsets[:, 2 * n_folds] = _logit(probs[:, keep] @ weights)
+    rows_in = np.ones((y.size, 2 * n_folds + 2), bool)
+    rows_in[:, :2 * n_folds] = np.repeat(fold[:, None] != np.arange(n_folds), 2, axis=1)  # the fitting parts
+    path = logreg.fit_path(x, y, offsets, rows_in, cs, fit_a=np.arange(2 * n_folds + 2) % 2 == 0, groups=groups)
     for c, (w, a, b) in zip(cs, path):
-        z = a * offsets + b + x @ w                                                          # [n, 2K]
+        z = a * offsets + b + x @ w                                                          # [n, 2K + 2]
         for k in range(n_folds):
             val = fold == k
             for j, kind in ((2 * k, "corrected"), (2 * k + 1, "seeds")):
@@ -215,37 +223,26 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     mean = {key: float(np.nanmean(v)) for key, v in scores.items()}
     order = list(scores)  # a tie keeps the simpler: the network, then a correction
     top = sorted(mean, key=lambda key: (mean[key], -order.index(key)), reverse=True)[:config["runner.wide_cv_top"]]
-    cv_auc = {_name(*key): v for key, v in mean.items()}
-
-    post = posterior(log_prior, log_lik)
-    keep = np.argsort(-post)[:MAX_ROUTES]
-    keep = keep[:int(np.searchsorted(np.cumsum(post[keep]), KEEP_MASS)) + 1]
-    weights = post[keep] / post[keep].sum()
-    mixture = dict(routes=[routes[i] for i in keep], weights=weights, labels=[labels[i] for i in keep],
-                   cv_auc=cv_auc, kind=top[0][0], c=top[0][1], averaged=tuple(_name(*key) for key in top))
-    if all(kind == "network" for kind, _ in top):
-        return Combination(**mixture, cols=np.zeros(0, np.int64), w=np.zeros(0), a=1.0, b=0.0)
-    w, a, b = _mean_of(top, x, y, _logit(probs[:, keep] @ weights), cs, groups)
+    w, a, b = _mean_of(top, path, cs, {"corrected": 2 * n_folds, "seeds": 2 * n_folds + 1})
     nonzero = w != 0
-    return Combination(**mixture, cols=cols[nonzero], w=w[nonzero], a=a, b=b)
+    return Combination(routes=[routes[i] for i in keep], weights=weights, labels=[labels[i] for i in keep],
+                       cols=cols[nonzero], w=w[nonzero], a=a, b=b, c=top[0][1],
+                       cv_auc={_name(*key): v for key, v in mean.items()}, kind=top[0][0],
+                       averaged=tuple(_name(*key) for key in top))
 
 
-def _mean_of(top, x, y, offset, cs, groups):
+def _mean_of(top, path, cs, column):
     """(w [p], a, b) of the mean of the candidates' logits a m + b + x w (one
-    such logit again), each candidate of `top` [(kind, C)] fitted on all the
-    seeds: the network (a = 1), corrected (offset m) or the seeds alone (a = 0)."""
-    kinds = [kind for kind in ("corrected", "seeds") if any(key[0] == kind for key in top)]
-    offsets = np.stack([offset if kind == "corrected" else np.zeros_like(offset) for kind in kinds], 1)
-    largest = max(c for kind, c in top if kind != "network")
-    path = logreg.fit_path(x, y, offsets, np.ones(offsets.shape), [c for c in cs if c <= largest],
-                           fit_a=[kind == "corrected" for kind in kinds], groups=groups)
-    w, a, b = np.zeros(x.shape[1]), 0.0, 0.0
+    such logit again): each candidate of `top` [(kind, C)] is the network
+    (a = 1) or the fit of problem column[kind] at C in `path` (logreg.fit_path);
+    the seeds alone have a = 0."""
+    w, a, b = np.zeros(path[0][0].shape[0]), 0.0, 0.0
     for kind, c in top:
         if kind == "network":
             a += 1.0
             continue
-        j = kinds.index(kind)
         wc, ac, bc = path[cs.index(c)]
+        j = column[kind]
         w, b = w + wc[:, j], b + bc[j]
         a += ac[j] if kind == "corrected" else 0.0
     return w / len(top), float(a / len(top)), float(b / len(top))
