@@ -200,3 +200,13 @@ def test_the_scores_average_the_logits_of_the_best_candidates(tiny_config):
     config, net = make_net(tiny_config, wide_cv_top=1)
     alone = fit(config, net, seeds)
     assert alone.averaged == fitted.averaged[:1] and "mean of" not in alone.describe()
+
+
+def test_the_mean_counts_the_network_as_a_1_and_the_seeds_alone_as_a_0():
+    rng = np.random.default_rng(0)
+    cs = [0.1, 1.0]
+    path = [(rng.normal(size=(6, 4)), rng.normal(size=4), rng.normal(size=4)) for _ in cs]
+    top = [("seeds", 0.1), ("network", None), ("corrected", 1.0)]
+    w, a, b = combine._mean_of(top, path, cs, {"corrected": 2, "seeds": 3})
+    np.testing.assert_allclose(w, (path[0][0][:, 3] + path[1][0][:, 2]) / 3)
+    np.testing.assert_allclose([a, b], [(1.0 + path[1][1][2]) / 3, (path[0][2][3] + path[1][2][2]) / 3])
