@@ -31,9 +31,10 @@ mixture's weights too are read from the fitting part only, so every candidate
 is judged on seeds it was not fitted on. The campaign's logit is the mean of
 the runner.wide_cv_top best candidates' (each refitted on all its seeds):
 with tens of seeds the folds rank neighbouring candidates by noise, and the
-mean is a linear model again (a, b and w averaged). The folds' regressions, both kinds
-along the whole path of C, are fitted to their optimum in one pass
-(metaheac/logreg.py). Deterministic given the campaign's rng.
+mean is a linear model again (a, b and w averaged). All the regressions, the
+folds' and those on all the seeds, both kinds along the whole path of C, are
+fitted to their optimum in one pass (metaheac/logreg.py). Deterministic
+given the campaign's rng.
 """
 import logging
 from typing import NamedTuple
@@ -71,7 +72,8 @@ class Combination(NamedTuple):
     averaged: tuple = ()   # the candidates whose logits are averaged, best first (runner.wide_cv_top)
 
     def describe(self):
-        """'routes own ids 71%, 12*2 25%; C=0.3, network weight 1.79 (fold AUC 0.761 vs network 0.718)'."""
+        """'routes own ids 71%, 12*2 25%; mean of 5 best (corrected C=0.3 first), network weight 1.79
+        (fold AUC 0.761 vs network 0.718)'."""
         order = [i for i in np.argsort(-self.weights)[:3] if self.weights[i] >= 0.005] or [0]
         mix = "routes " + ", ".join(f"{self.labels[i]} {100 * self.weights[i]:.0f}%" for i in order)
         if not self.cv_auc:
