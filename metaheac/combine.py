@@ -216,8 +216,9 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     rows_in = np.ones((y.size, 2 * n_folds + 2), bool)
     rows_in[:, :2 * n_folds] = np.repeat(fold[:, None] != np.arange(n_folds), 2, axis=1)  # the fitting parts
     path = logreg.fit_path(x, y, offsets, rows_in, cs, fit_a=np.arange(2 * n_folds + 2) % 2 == 0, groups=groups)
+    folds = slice(0, 2 * n_folds)  # the problems the folds score; the last two are scored with
     for c, (w, a, b) in zip(cs, path):
-        z = a * offsets + b + x @ w                                                          # [n, 2K + 2]
+        z = a[folds] * offsets[:, folds] + b[folds] + x @ w[:, folds]                       # [n, 2K]
         for k in range(n_folds):
             val = fold == k
             for j, kind in ((2 * k, "corrected"), (2 * k + 1, "seeds")):

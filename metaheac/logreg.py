@@ -238,12 +238,12 @@ def fit_path(x, y, offsets, weights, cs, fit_a, groups):
     v2 = np.bincount(lone_entries.row, lone_entries.data ** 2, minlength=x.shape[0])[:, None]
     coarse = _Coarse(x, np.unique(np.asarray(groups)[kept], return_inverse=True)[1])
     y = np.asarray(y, np.float64)[:, None]
-    offsets, fit_a = np.asarray(offsets, np.float64), np.asarray(fit_a, np.float64)
+    offsets, weights, fit_a = (np.asarray(v, np.float64) for v in (offsets, weights, fit_a))
     theta = np.zeros((kept.size + 2, offsets.shape[1]))
     theta[-2] = 1.0  # a: the network as it is
     path = []
     for c in cs:
-        problems = _Problems(x, xt, x2t, y, v2, offsets, c * np.asarray(weights, np.float64), fit_a, coarse)
+        problems = _Problems(x, xt, x2t, y, v2, offsets, c * weights, fit_a, coarse)
         slopes = _solve(problems, theta)
         w = np.zeros((csc.shape[1], theta.shape[1]))
         w[kept] = theta[:-2]
