@@ -125,9 +125,28 @@ def test_the_row_envelope_is_exact_whatever_the_memory_layout():
     v2 = (rng.random((n, 1)) < 0.7) * rng.uniform(0.0, 5.0, size=(n, 1))
     open_ = np.array([0, 2, 3, 5])
     for z, w in ((zeta, s), (zeta[:, open_], s[:, open_])):
-        value, first, second = logreg._envelope(z, w, v2, y)
-        u = z - v2 * first                          # the margin with the lone weights at their best
+        value, first, second, u = logreg._envelope(z, w, v2, y)
+        np.testing.assert_allclose(u, z - v2 * first, atol=1e-9)  # the margin with the lone weights at their best
         # stationarity of s logloss(y, u) + (u - zeta)^2 / (2 v2) in u, and its value
         np.testing.assert_allclose(u - z + v2 * w * (0.5 * (1 + np.tanh(0.5 * u)) - y), 0.0, atol=1e-9)
         np.testing.assert_allclose(value, w * (np.logaddexp(0.0, u) - y * u) + 0.5 * v2 * first ** 2, rtol=1e-9)
         assert np.all(second >= 0.0) and np.all(second <= w / 4 + 1e-12)
+
+
+@pytest.mark.parametrize("how", ["near", "far"])
+def test_the_row_envelope_from_a_warm_start_is_the_same(how):
+    """The line search starts each row's solve from its root at the last
+    margins: near them it settles in fewer steps, far off (where Newton's
+    steps from an arbitrary start may overshoot) it starts again from 0;
+    either way the result is the cold start's."""
+    rng = np.random.default_rng(9)
+    n, P = 300, 4
+    zeta, y = rng.normal(scale=3.0, size=(n, P)), (rng.random((n, 1)) < 0.4).astype(np.float64)
+    s = rng.uniform(0.01, 3.0, size=(n, P))
+    v2 = rng.uniform(0.0, 8.0, size=(n, 1))       # k = v2 s up to 24: far outside Newton's easy range
+    cold = logreg._envelope(zeta, s, v2, y)
+    start = (logreg._envelope(zeta - 0.05, s, v2, y)[3] if how == "near"
+             else rng.choice([-60.0, 60.0], size=(n, P)))
+    warm = logreg._envelope(zeta, s, v2, y, start)
+    for a, b in zip(cold, warm):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
