@@ -43,6 +43,7 @@ def timed(fn, repeat, warmup=1):
 
 
 def threads_from_env():
-    """Benchmarks run with the trainer's thread settings."""
-    os.environ.setdefault("MKL_NUM_THREADS", str(os.cpu_count() or 1))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    """Benchmarks run with the trainer's thread and MKL settings (config defaults)."""
+    from tools.utils.runtime import configure_threads
+
+    configure_threads({})

@@ -69,3 +69,23 @@ def test_entry_points_import_paddle_only_after_the_warning_filter():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paddle'))")
     proc = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("vendor, preset, enabled, expected", [
+    ("AuthenticAMD", None, True, "5"),     # AMD: MKL's AVX2 kernels
+    ("AuthenticAMD", None, False, None),   # runner.mkl_avx2_on_amd=false leaves MKL as it is
+    ("AuthenticAMD", "0", True, "0"),      # the user's own setting wins
+    ("GenuineIntel", None, True, None),    # Intel: MKL already picks its best kernels
+    ("", None, True, None),                # vendor unknown
+])
+def test_mkl_kernels_are_chosen_by_cpu_vendor(monkeypatch, vendor, preset, enabled, expected):
+    from tools.utils import runtime
+
+    for var in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    if preset is not None:
+        monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", preset)
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: vendor)
+    runtime.configure_threads({"runner.mkl_avx2_on_amd": enabled, "runner.num_threads": 3})
+    assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected
+    assert os.environ["MKL_NUM_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "1"

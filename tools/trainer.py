@@ -250,8 +250,9 @@ def _start(config):
         raise
     distributed.broadcast_parameters(run.model)
     n_params = sum(int(math.prod(p.shape)) for p in run.model.parameters())
-    log.info("model: %s parameters, %s, device %s, MKL threads %s", f"{n_params:,}", run.model.schema,
-             device, os.environ.get("MKL_NUM_THREADS"))
+    log.info("model: %s parameters, %s, device %s, MKL threads %s%s", f"{n_params:,}", run.model.schema,
+             device, os.environ.get("MKL_NUM_THREADS"),
+             ", MKL's AVX2 kernels (AMD)" if os.environ.get("MKL_DEBUG_CPU_TYPE") == "5" else "")
     if size > 1:
         log.info("data parallel over %d ranks: effective meta-batch %d tasks (task_count %d per rank), "
                  "gradients averaged every step", size, size * config["hyper_parameters.task_count"],

@@ -52,17 +52,36 @@ def setup_logging(log_file=None):
 
 
 def configure_threads(config):
-    """Set math-library threads. Must run before paddle is imported.
+    """Set math-library threads and kernels. Must run before paddle is imported.
 
     Paddle pins OMP_NUM_THREADS=1; on CPU it is MKL's thread count that speeds
     up the matmuls (OMP>1 makes them several times slower after the first Adam
     step on Paddle 3.3.1), so only MKL_NUM_THREADS is raised.
+
+    The MKL in Paddle's CPU wheel dispatches on the CPU's vendor, not its
+    instruction set: on AMD it runs generic kernels (78 GFLOP/s against 200
+    with its AVX2 ones on a 2-core EPYC; bench/meta_step.py's matmul column).
+    That MKL still reads MKL_DEBUG_CPU_TYPE=5, which selects the AVX2 ones.
     """
     # processes launched side by side on one machine share its cores
     local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", 1))
     n = config.get("runner.num_threads") or max(1, (os.cpu_count() or 1) // local_procs)
     os.environ.setdefault("MKL_NUM_THREADS", str(n))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if config.get("runner.mkl_avx2_on_amd", True) and cpu_vendor() == "AuthenticAMD":
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+
+
+def cpu_vendor():
+    """The CPU's vendor id ('GenuineIntel', 'AuthenticAMD'), '' where /proc/cpuinfo does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def seed_everything(seed):
