@@ -269,14 +269,21 @@ class MetaHeacNet(nn.Layer):
         return h.transpose([1, 0, 2]) if rows_first else h
 
     @staticmethod
-    def _mix(h, wide, expert_gate, critic_gate, p, ones):
-        """Click probability [B]: critics on the gate-mixed experts, mixed by the critic gate."""
-        mixed = (h * expert_gate.transpose([1, 0]).unsqueeze(-1)).sum(axis=0)             # [B, H]
-        logits = affine(mixed, p["critic_w"], p["critic_b"], ones)                        # [B, O]
+    def _mix(h, wide, expert_gate, critic_gate, p):
+        """Click probabilities [B, R] under R routings: the critics read the
+        experts' outputs h [B, K, H] mixed by each routing's expert gate
+        [B, R, K], and are mixed by its critic gate [B, R, O]. One bmm mixes
+        the experts for every routing (the element-wise product summed over K
+        cost more, 20x more at R = 20)."""
+        n_routes, hidden = expert_gate.shape[1], h.shape[2]
+        mixed = paddle.bmm(expert_gate, h).reshape([-1, hidden])                          # [B R, H]
+        ones = paddle.ones_like(mixed[:, :1])                                             # [B R, 1]
+        n_critics = p["critic_w"].shape[1]
+        logits = affine(mixed, p["critic_w"], p["critic_b"], ones).reshape([-1, n_routes, n_critics])  # [B, R, O]
         if wide is not None:  # the experts' regressions, mixed by the same gate
-            logits = logits + (wide * expert_gate).sum(axis=1, keepdim=True)              # [B, O]
-        critics = paddle.nn.functional.sigmoid(logits)                                    # [B, O]
-        return (critics * critic_gate).sum(axis=1)                                        # [B]
+            logits = logits + (expert_gate * wide.unsqueeze(1)).sum(axis=2, keepdim=True)  # [B, R, O]
+        critics = paddle.nn.functional.sigmoid(logits)
+        return (critics * critic_gate).sum(axis=2)                                        # [B, R]
 
     def _inputs(self, rows, seq_lengths, params):
         """The parameter dict, _represent's outputs, ones [B, 1] and the row
@@ -298,15 +305,15 @@ class MetaHeacNet(nn.Layer):
         whole tables as cut(name, table) gives them, or slices of the rows a
         task touches (cut(name, table, rows)) with rows remapped into them."""
         p, user, gate_rows, wide, ones, _ = self._inputs(rows, seq_lengths, params)
-        h = self._experts(user, p, ones)                                                   # [K, B, H]
-        return self._mix(h, wide, *self._gates(user, gate_rows, p, ones), p, ones)
+        h = self._experts(user, p, ones, rows_first=True)                                  # [B, K, H]
+        expert_gate, critic_gate = self._gates(user, gate_rows, p, ones)                   # [B, K], [B, O]
+        return self._mix(h, wide, expert_gate.unsqueeze(1), critic_gate.unsqueeze(1), p).squeeze(1)  # [B]
 
     def forward_routes(self, rows, seq_lengths, routes, params=None):
         """Click probabilities [R, B] of rows [B, C] under R routings: route r
         is None (the rows as they are) or (j, row): gate field j reads table
-        row `row` instead. Only the gates differ, so the experts run once, and
-        all R mixtures are one bmm over them (inference: _mix's element-wise
-        product summed over K cost 20x more at a few thousand rows)."""
+        row `row` instead. Only the gates differ, so the experts run once and
+        _mix mixes them for all R routings in one bmm."""
         p, user, gate_rows, wide, ones, shift = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones, rows_first=True)                                  # [B, K, H]
         gates = []
@@ -319,11 +326,7 @@ class MetaHeacNet(nn.Layer):
             gates.append(self._gates(user, trial, p, ones))
         expert_gate = paddle.stack([e for e, _ in gates], axis=1)                          # [B, R, K]
         critic_gate = paddle.stack([c for _, c in gates], axis=1)                          # [B, R, O]
-        logits = paddle.matmul(paddle.bmm(expert_gate, h), p["critic_w"]) + p["critic_b"]  # [B, R, O]
-        if wide is not None:  # as in _mix
-            logits = logits + (expert_gate * wide.unsqueeze(1)).sum(axis=2, keepdim=True)
-        critics = paddle.nn.functional.sigmoid(logits)
-        return (critics * critic_gate).sum(axis=2).transpose([1, 0])                       # [R, B]
+        return self._mix(h, wide, expert_gate, critic_gate, p).transpose([1, 0])           # [R, B]
 
     def gates(self, rows, seq_lengths, params=None):
         """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""

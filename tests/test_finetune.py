@@ -236,7 +236,7 @@ def test_a_weak_seed_set_keeps_the_prior(tiny_config):
 @pytest.mark.parametrize("gate", ["mlp", "lookup"])
 @pytest.mark.parametrize("mlp_dims, wide", [([6, 5], True), ([8], True), ([8], False)])
 def test_forward_routes_scores_each_routing_like_the_rerouted_rows(tiny_config, gate, mlp_dims, wide):
-    """forward_routes mixes all routings in one bmm; forward_rows (training's _mix) one at a time."""
+    """forward_routes scores all routings in one pass over the experts; forward_rows one routing at a time."""
     config = tiny_config(hyper={"wide": wide, "gate": gate, "gate_fields": ["adCategoryId", "productType"],
                                 "mlp_dims": mlp_dims})
     paddle.seed(0)
