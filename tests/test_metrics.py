@@ -22,6 +22,22 @@ def test_rank_auc_equals_the_area_under_the_roc_curve_with_ties():
     assert np.isnan(auc(np.zeros(5), np.arange(5.0)))
 
 
+def test_roc_curve_matches_sklearn_and_its_area_is_the_auc():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(1)
+    for n, decimals in ((9, 0), (80, 1), (700, 8)):  # heavy ties, some, none
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        scores = rng.normal(size=n).round(decimals)
+        fpr, tpr = metrics.roc_curve(labels, scores)
+        ref_fpr, ref_tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        np.testing.assert_allclose(fpr, ref_fpr, atol=1e-12)
+        np.testing.assert_allclose(tpr, ref_tpr, atol=1e-12)
+        area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+        assert area == pytest.approx(metrics.auc(labels, scores), abs=1e-12)
+
+
 def test_precision_recall_at_top_fraction():
     labels = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1] * 4)  # 40 candidates, 12 positives
     scores = -np.arange(40, dtype=float)                      # ranked in order

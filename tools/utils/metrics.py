@@ -16,6 +16,22 @@ def auc(labels, scores):
     return None if math.isnan(value) else value
 
 
+def roc_curve(labels, scores):
+    """(false positive rates, true positive rates) [k + 1] of scores [n]
+    against 0/1 labels [n] of both classes: from (0, 0), one point per
+    distinct score, highest first; a tie moves along the diagonal, so the
+    area under the curve is auc(). numpy: sklearn's import alone took 1.3 s
+    of infer's report."""
+    y = np.asarray(labels).ravel() > 0.5
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.append(np.flatnonzero(np.diff(s)), s.size - 1)   # each distinct score's last row
+    tp = np.cumsum(y)[last]
+    fp = last + 1 - tp
+    return np.append(0.0, fp / fp[-1]), np.append(0.0, tp / tp[-1])
+
+
 def top_count(fraction, n):
     """ceil(fraction * n), at least 1: the size of the top `fraction` of n
     candidates. Rounded first so that float error (0.05 * 60 = 3.0000000000000004)

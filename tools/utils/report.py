@@ -104,10 +104,8 @@ def _auc_panel(ax, series):
 
 
 def _roc_panel(ax, split, labels, scores):
-    from sklearn.metrics import roc_curve
-
     if labels.min() != labels.max():
-        fpr, tpr, _ = roc_curve(labels, scores)
+        fpr, tpr = metrics.roc_curve(labels, scores)
         ax.plot(fpr, tpr, label=f"{split} (AUC {metrics.auc(labels, scores):.3f})")
         ax.legend(loc="lower right")
     else:
