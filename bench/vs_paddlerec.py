@@ -9,7 +9,8 @@ campaigns, ~64k rows (--quick: 10 campaigns, ~7k rows, about a minute).
 Ours: config_big.yaml (or --config); PaddleRec's: its
 models/multitask/metaheac/config_bigdata.yaml run by its tools/trainer.py.
 Both at batch 256 (support and query rows per task), one epoch, on CPU,
-with the same thread settings; ours without meta-validation (PaddleRec has none). Wall time covers the whole process (start,
+with the same thread and MKL settings (on AMD, MKL's AVX2 kernels for
+both: threads_from_env); ours without meta-validation (PaddleRec has none). Wall time covers the whole process (start,
 reading the data, training, the checkpoint). Without PADDLEREC_DIR only
 ours runs. Timings are only comparable within one run of this script, on
 an otherwise idle machine.
