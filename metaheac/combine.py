@@ -258,10 +258,42 @@ def _name(kind, c):
 
 def score(net, combination, rows, lengths, batch, pad=False):
     """Click probabilities [n] (float32) of rows [n, C] under a campaign's Combination."""
-    z = np.full(rows.shape[0], combination.b)
-    if combination.a:  # the seeds alone (a = 0) need no network pass
-        z += combination.a * _logit(route_probs(net, rows, lengths, combination.routes, batch, pad)
-                                    @ combination.weights)
+    probs = route_probs(net, rows, lengths, combination.routes, batch, pad) if combination.a else None
+    x = user_features(rows, lengths, net.schema) if combination.w.size else None
+    return _probability(combination, rows.shape[0], probs, x)
+
+
+def score_many(net, combinations, rows, own, lengths, batch, pad=False):
+    """Click probabilities [n, N] (float32) of one set of users under N
+    campaigns' Combinations, on a network with one gate field. rows [n, C]:
+    the users with any campaign's ad ids; own [N]: each campaign's own table
+    row of the gate field. Only the gates read a campaign's ids, so one pass
+    of the experts over the users serves the routings of all N (score()
+    repeats it per campaign); the same scores up to float32 rounding."""
+    union, index, columns = [], {}, []
+    for combination, row in zip(combinations, own):
+        routes = [(0, row) if route is None else route for route in combination.routes]
+        for route in routes:
+            if route not in index:
+                index[route] = len(union)
+                union.append(route)
+        columns.append([index[route] for route in routes])
+    probs = (route_probs(net, rows, lengths, union, batch, pad)                                # [n, R]
+             if any(c.a for c in combinations) else None)
+    x = user_features(rows, lengths, net.schema) if any(c.w.size for c in combinations) else None
+    out = np.empty((rows.shape[0], len(combinations)), np.float32)
+    for i, combination in enumerate(combinations):
+        out[:, i] = _probability(combination, rows.shape[0], None if probs is None else probs[:, columns[i]], x)
+    return out
+
+
+def _probability(combination, n, probs, x):
+    """sigmoid(a logit(probs @ weights) + b + x w) [n] (float32): probs [n, R]
+    under the combination's routes (unused when a = 0: the seeds alone need
+    no network pass), x [n, R'] the users' features (unused without w)."""
+    z = np.full(n, combination.b)
+    if combination.a:
+        z += combination.a * _logit(probs @ combination.weights)
     if combination.w.size:
-        z += user_features(rows, lengths, net.schema)[:, combination.cols] @ combination.w
+        z += x[:, combination.cols] @ combination.w
     return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid, overflow-free

@@ -4,6 +4,8 @@ import paddle
 
 from metaheac import combine
 from metaheac.adapt import finetune
+from metaheac.pool import campaign_rows
+from metaheac.routing import gate_columns
 from metaheac.rows import padded_batches, remap_rows
 
 
@@ -41,6 +43,27 @@ def score_adapted(net, tuned, rows, lengths, batch, pad=False):
                                        paddle.gather(tuned.params[name], paddle.to_tensor(pos[adapted])))
             params[name] = table
     return score(net, params, local, lengths, batch, pad)
+
+
+def score_campaigns(net, tuned, user_ids, lengths, ad_ids, batch, pad=False):
+    """Click probabilities [n] for each of N campaigns (a list) of users
+    user_ids [n, Fs + W] (raw ids): campaign i adapted as tuned[i], its raw
+    ad ids ad_ids[i] [Fa]. With one gate field, the campaigns adapted by
+    wide_cv share one pass of the experts over the users
+    (combine.score_many); the others are scored one by one."""
+    scores = [None] * len(tuned)
+    shared = [i for i, t in enumerate(tuned) if t.combination is not None]
+    if len(gate_columns(net)) == 1 and shared:
+        col = gate_columns(net)[0][0]
+        own = [int(campaign_rows(net.schema, user_ids[:1], ad_ids[i])[0, col]) for i in shared]
+        rows = campaign_rows(net.schema, user_ids, ad_ids[shared[0]])
+        together = combine.score_many(net, [tuned[i].combination for i in shared], rows, own, lengths, batch, pad)
+        for j, i in enumerate(shared):
+            scores[i] = together[:, j]
+    for i, t in enumerate(tuned):
+        if scores[i] is None:
+            scores[i] = score_adapted(net, t, campaign_rows(net.schema, user_ids, ad_ids[i]), lengths, batch, pad)
+    return scores
 
 
 def finetune_and_score(net, stage1, stage2, config, rng):

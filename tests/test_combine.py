@@ -1,11 +1,12 @@
 """Per-campaign adaptation decided by the campaign's own seeds (runner.adaptation=wide_cv)."""
 import numpy as np
 import paddle
+import pytest
 
-from conftest import random_task
+from conftest import random_rows, random_task
 from dygraph_model import DygraphModel
 from test_finetune import routed_setup
-from metaheac import adapt, combine, scoring
+from metaheac import adapt, combine, routing, scoring
 from metaheac.schema import schema_from_config
 from tools.utils import metrics
 
@@ -210,3 +211,42 @@ def test_the_mean_counts_the_network_as_a_1_and_the_seeds_alone_as_a_0():
     w, a, b = combine._mean_of(top, path, cs, {"corrected": 2, "seeds": 3})
     np.testing.assert_allclose(w, (path[0][0][:, 3] + path[1][0][:, 2]) / 3)
     np.testing.assert_allclose([a, b], [(1.0 + path[1][1][2]) / 3, (path[0][2][3] + path[1][2][2]) / 3])
+
+
+@pytest.mark.parametrize("gate", ["lookup", "mlp"])
+def test_campaigns_scored_together_score_as_each_alone(tiny_config, gate):
+    """score_many runs the experts once for several campaigns: each campaign
+    scores the users as score() does with its own ad ids (every ad column
+    differs between campaigns; only the gate field may be read)."""
+    config = tiny_config(runner={"adaptation": "wide_cv"},
+                         hyper={"wide": True, "gate": gate, "gate_fields": ["adCategoryId"]})
+    paddle.seed(0)
+    net = DygraphModel().create_model(config)
+    net.eval()
+    schema = net.schema
+    ids, lengths = random_rows(schema, np.random.default_rng(3), n=50, min_length=1)
+    first_ad = len(schema.static) + schema.seq_width  # raw ids: static, sequence positions, then ad fields
+
+    def users_of(category, product):
+        raw = ids.copy()
+        raw[:, first_ad], raw[:, first_ad + 1] = category, product
+        return schema.table_rows(raw)
+
+    category = schema.ad[0]
+    combinations = [
+        combine.Combination([None, (0, category.offset + 2)], np.array([0.6, 0.4]), ["own ids", "2"],
+                            np.array([1, 7]), np.array([0.5, -0.3]), 1.2, 0.1, 0.3, {}),
+        combine.Combination([None], np.ones(1), ["own ids"], np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {}),
+        combine.Combination([(0, category.offset + 3), None], np.array([0.5, 0.5]), ["3", "own ids"],
+                            np.array([3]), np.array([0.8]), 0.0, -0.4, 1.0, {}, kind="seeds"),  # the seeds alone
+        combine.Combination([None], np.ones(1), ["own ids"], np.zeros(0, np.int64), np.zeros(0), 0.7, 0.2, 1.0, {}),
+    ]
+    rows = [users_of(c, p) for c, p in ((1, 0), (3, 2), (2, 1), (3, 1))]
+    column = routing.gate_columns(net)[0][0]
+    together = combine.score_many(net, combinations, rows[0], [int(r[0, column]) for r in rows], lengths, 16,
+                                  pad=True)
+    assert together.shape == (50, 4)
+    for i, combination in enumerate(combinations):
+        alone = combine.score(net, combination, rows[i], lengths, 16, pad=True)
+        np.testing.assert_allclose(together[:, i], alone, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(together[:, 1], together[:, 3])  # campaigns 2 and 4 differ in the ids, not the gate

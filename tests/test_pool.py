@@ -60,14 +60,17 @@ def test_same_users_same_scores_whatever_the_format_and_chunk(setup, adaptation)
     assert (tmp / "out_pool.pkl_10000" / "summary.csv").is_file()
 
 
-def test_each_campaign_ranks_as_it_would_alone(setup):
+@pytest.mark.parametrize("adaptation", ["finetune", "wide_cv"])  # wide_cv: one pass of the experts for both
+def test_each_campaign_ranks_as_it_would_alone(setup, adaptation):
     config, _, tmp = setup
-    expand(config, tmp / "seeds.pkl", tmp / "pool.parquet", tmp / "both", pool_chunk_rows=100)
+    expand(config, tmp / "seeds.pkl", tmp / "pool.parquet", tmp / "both", pool_chunk_rows=100, adaptation=adaptation)
     seeds = pd.read_pickle(tmp / "seeds.pkl")
     seeds[seeds["aid"] == 8].to_pickle(tmp / "seeds8.pkl")
-    expand(config, tmp / "seeds8.pkl", tmp / "pool.parquet", tmp / "alone.csv", audience_count=20)
+    expand(config, tmp / "seeds8.pkl", tmp / "pool.parquet", tmp / "alone.csv", audience_count=20,
+           adaptation=adaptation)
     alone, both = pd.read_csv(tmp / "alone.csv"), pd.read_csv(tmp / "both" / "8.csv")
     assert len(alone) == 20 and list(alone["uid"]) == list(both["uid"][:20])
+    np.testing.assert_allclose(alone["score"], both["score"][:20], atol=2e-6)  # CSV keeps 6 digits
 
 
 def test_unusable_inputs_fail_with_one_line(setup):

@@ -9,7 +9,8 @@ The pool (.pkl or .parquet) holds the user id column and the user feature
 columns; label, campaign and ad columns are ignored. The pool is read once,
 chunk by chunk (runner.pool_chunk_rows), every campaign scores each chunk and
 keeps its top runner.audience_count (or runner.audience_fraction of the
-pool). One campaign with --out FILE.csv: that ranked file (rank, user id,
+pool); campaigns adapted by wide_cv share one pass of the experts over a
+chunk (metaheac/scoring.score_campaigns). One campaign with --out FILE.csv: that ranked file (rank, user id,
 score). Otherwise --out is a directory: <aid>.csv per campaign and
 summary.csv.
 """
@@ -37,9 +38,9 @@ def _outputs(out, campaigns):
 
 
 def expand(config, args):
-    from metaheac.pool import Pool, TopK, campaign_rows
+    from metaheac.pool import Pool, TopK
     from metaheac.routing import describe_route
-    from metaheac.scoring import score_adapted
+    from metaheac.scoring import score_campaigns
     from tools.campaign import finetune_campaign, load_model, read_campaigns
     from tools.utils import report
     from tools.utils.progress import Progress
@@ -63,10 +64,10 @@ def expand(config, args):
     chunk_rows = config["runner.pool_chunk_rows"]
     progress = Progress(pool.size, every=chunk_rows)
     for positions, user_ids, ids, lengths in pool.chunks(chunk_rows):
-        for c in campaigns:
-            rows = campaign_rows(model.schema, ids, c["ad_ids"])
-            scores = score_adapted(model, c["tuned"], rows, lengths, config["runner.score_batch_size"], pad=True)
-            c["top"].add(scores, positions, user_ids)
+        scores = score_campaigns(model, [c["tuned"] for c in campaigns], ids, lengths,
+                                 [c["ad_ids"] for c in campaigns], config["runner.score_batch_size"], pad=True)
+        for c, campaign_scores in zip(campaigns, scores):
+            c["top"].add(campaign_scores, positions, user_ids)
         done = int(positions[-1]) + 1
         if progress.due(done):
             log.info("scored %s users x %d campaign(s)", progress.status(done, "users"), len(campaigns))
