@@ -272,7 +272,8 @@ def score_many(net, combinations, rows, own, lengths, batch, pad=False):
     repeats it per campaign); the same scores up to float32 rounding."""
     union, index, columns = [], {}, []
     for combination, row in zip(combinations, own):
-        routes = [(0, row) if route is None else route for route in combination.routes]
+        # the seeds alone (a = 0) read no routing
+        routes = [(0, row) if route is None else route for route in combination.routes] if combination.a else []
         for route in routes:
             if route not in index:
                 index[route] = len(union)
