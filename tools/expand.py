@@ -10,9 +10,9 @@ columns; label, campaign and ad columns are ignored. The pool is read once,
 chunk by chunk (runner.pool_chunk_rows), every campaign scores each chunk and
 keeps its top runner.audience_count (or runner.audience_fraction of the
 pool); campaigns adapted by wide_cv share one pass of the experts over a
-chunk (metaheac/scoring.score_campaigns). One campaign with --out FILE.csv: that ranked file (rank, user id,
-score). Otherwise --out is a directory: <aid>.csv per campaign and
-summary.csv.
+chunk (metaheac/scoring.score_campaigns). One campaign with --out FILE.csv:
+that ranked file (rank, user id, score). Otherwise --out is a directory:
+<aid>.csv per campaign and summary.csv.
 """
 import os
 import sys
