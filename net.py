@@ -253,20 +253,20 @@ class MetaHeacNet(nn.Layer):
         task = task.reshape([-1, (len(self.gate_positions) + 1) * self.embed_dim])       # [B, (Fg+1)E]
         return self._mlp_gate(task, p, "expert_gate", ones), self._mlp_gate(task, p, "critic_gate", ones)
 
-    def _experts(self, user, p, ones, rows_first=False):
-        """Expert outputs [K, B, H] (rows_first: [B, K, H]) of the user-field embeddings [B, F, E]."""
+    def _experts(self, user, p, ones):
+        """Expert outputs [B, K, H] of the user-field embeddings [B, F, E]."""
         K = self.num_expert
         user = user.reshape([-1, self.schema.num_user_fields * self.embed_dim])          # [B, F*E]
         relu = paddle.nn.functional.relu if self.expert_activation == "relu" else (lambda x: x)
         h = relu(affine(user, p["expert_w0"], p["expert_b0"], ones)).reshape([-1, K, self.mlp_dims[0]])
-        if rows_first and len(self.mlp_dims) == 1:
+        if len(self.mlp_dims) == 1:
             return self._dropout(h)                                                        # [B, K, h0]
         h = self._dropout(h.transpose([1, 0, 2]))                                          # [K, B, h0]
         ones_k = ones.unsqueeze(0).expand([K, -1, 1])                                      # [K, B, 1]
         for i in range(1, len(self.mlp_dims)):
             h = paddle.bmm(h, p[f"expert_w{i}"]) + paddle.bmm(ones_k, p[f"expert_b{i}"])
             h = self._dropout(relu(h))                                                     # [K, B, hi]
-        return h.transpose([1, 0, 2]) if rows_first else h
+        return h.transpose([1, 0, 2])                                                      # [B, K, H]
 
     @staticmethod
     def _mix(h, wide, expert_gate, critic_gate, p):
@@ -305,7 +305,7 @@ class MetaHeacNet(nn.Layer):
         whole tables as cut(name, table) gives them, or slices of the rows a
         task touches (cut(name, table, rows)) with rows remapped into them."""
         p, user, gate_rows, wide, ones, _ = self._inputs(rows, seq_lengths, params)
-        h = self._experts(user, p, ones, rows_first=True)                                  # [B, K, H]
+        h = self._experts(user, p, ones)                                                   # [B, K, H]
         expert_gate, critic_gate = self._gates(user, gate_rows, p, ones)                   # [B, K], [B, O]
         return self._mix(h, wide, expert_gate.unsqueeze(1), critic_gate.unsqueeze(1), p).squeeze(1)  # [B]
 
@@ -315,7 +315,7 @@ class MetaHeacNet(nn.Layer):
         row `row` instead. Only the gates differ, so the experts run once and
         _mix mixes them for all R routings in one bmm."""
         p, user, gate_rows, wide, ones, shift = self._inputs(rows, seq_lengths, params)
-        h = self._experts(user, p, ones, rows_first=True)                                  # [B, K, H]
+        h = self._experts(user, p, ones)                                                   # [B, K, H]
         gates = []
         for route in routes:
             trial = gate_rows

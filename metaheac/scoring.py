@@ -53,8 +53,9 @@ def score_campaigns(net, tuned, user_ids, lengths, ad_ids, batch, pad=False):
     (combine.score_many); the others are scored one by one."""
     scores = [None] * len(tuned)
     shared = [i for i, t in enumerate(tuned) if t.combination is not None]
-    if len(gate_columns(net)) == 1 and shared:
-        col = gate_columns(net)[0][0]
+    gates = gate_columns(net)
+    if len(gates) == 1 and shared:
+        col = gates[0][0]
         own = [int(campaign_rows(net.schema, user_ids[:1], ad_ids[i])[0, col]) for i in shared]
         rows = campaign_rows(net.schema, user_ids, ad_ids[shared[0]])
         together = combine.score_many(net, [tuned[i].combination for i in shared], rows, own, lengths, batch, pad)
