@@ -33,7 +33,8 @@ class DygraphModel:
             schema_from_config(config), embed_dim=hp("embed_dim"), mlp_dims=hp("mlp_dims"),
             num_expert=hp("num_expert"), num_output=hp("num_output"), dropout=hp("dropout"),
             embedding_init_std=hp("embedding_init_std"), expert_activation=hp("expert_activation"),
-            gate_fields=hp("gate_fields"), wide=hp("wide"), gate=hp("gate"), gate_init_std=hp("gate_init_std"))
+            gate_fields=hp("gate_fields"), wide=hp("wide"), gate=hp("gate"), gate_init_std=hp("gate_init_std"),
+            campaign_clusters=hp("campaign_clusters"))
 
     def create_feeds(self, batch, config):
         """Meta-batch (tasks, rows) from reader_train (metaheac.rows.build_meta_batch) -> tensors."""

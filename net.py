@@ -41,7 +41,8 @@ class MetaHeacNet(nn.Layer):
     """
 
     def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None,
-                 expert_activation="relu", gate_fields=None, wide=False, gate="mlp", gate_init_std=1.0):
+                 expert_activation="relu", gate_fields=None, wide=False, gate="mlp", gate_init_std=1.0,
+                 campaign_clusters=0):
         super().__init__()
         self.schema = schema
         self.dropout = dropout  # on expert hidden units, in training mode only
@@ -121,6 +122,8 @@ class MetaHeacNet(nn.Layer):
         def buffer(name, array):
             self.register_buffer(name, paddle.to_tensor(array), persistable=False)
 
+        if campaign_clusters:
+            self._pooled_buffers(campaign_clusters)
         buffer("col_offsets", schema.col_offsets)                       # [C]
         buffer("seq_field_of_col", schema.seq_field_of_col)             # [W]
         buffer("seq_pos", schema.seq_pos)                               # [W]
@@ -161,12 +164,43 @@ class MetaHeacNet(nn.Layer):
         held = take(table, rows[below:] - base)                                        # [U - below, D]
         return paddle.concat([paddle.zeros([below, table.shape[1]], table.dtype), held]) if below else held
 
+    def _pooled_buffers(self, k):
+        """Room for k regressions pooled over groups of past campaigns
+        (metaheac/clusters.py): fitted by the trainer before meta-training,
+        saved with the parameters, read by the adaptation alone (never by
+        forward). Size 0: not fitted."""
+        for name, shape in (("pooled_w", [k, self.schema.ad[0].offset]), ("pooled_b", [k]), ("pooled_size", [k])):
+            self.register_buffer(name, paddle.zeros(shape), persistable=True)
+
     def upgrade_state(self, state):
-        """A state dict written when the gate table held every row: cut to the ad rows."""
+        """A state dict written when the gate table held every row: cut to the
+        ad rows. The pooled regressions are the checkpoint's, however many it
+        holds (infer needs no hyper_parameters.campaign_clusters); one without
+        (PaddleRec's trainer, older checkpoints) has none fitted."""
         table = state.get("gate_table")
         if self.gate_base and table is not None and table.shape[0] == self.schema.num_rows:
             state = {**state, "gate_table": table[self.gate_base:]}
+        saved = state.get("pooled_w")
+        if saved is not None and list(getattr(getattr(self, "pooled_w", None), "shape", [])) != list(saved.shape):
+            self._pooled_buffers(saved.shape[0])
+        for name in ("pooled_w", "pooled_b", "pooled_size"):
+            if hasattr(self, name) and name not in state:
+                state = {**state, name: np.zeros(getattr(self, name).shape, np.float32)}
         return state
+
+    def set_clusters(self, clusters):
+        """Keep the pooled regressions of metaheac/clusters.py (a Clusters);
+        groups beyond the fitted ones stay unused (size 0)."""
+        k = self.pooled_size.shape[0]
+        g = min(k, clusters.sizes.size)
+        w, b, size = np.zeros(self.pooled_w.shape, np.float32), np.zeros(k, np.float32), np.zeros(k, np.float32)
+        w[:g], b[:g], size[:g] = clusters.w[:g], clusters.b[:g], clusters.sizes[:g]
+        for name, value in (("pooled_w", w), ("pooled_b", b), ("pooled_size", size)):
+            getattr(self, name).set_value(value)
+
+    @property
+    def clusters_fitted(self):
+        return hasattr(self, "pooled_size") and bool((self.pooled_size.numpy() > 0).any())
 
     def _weight(self, shape, fan_in, fan_out):
         init = nn.initializer.XavierUniform(fan_in=fan_in, fan_out=fan_out)

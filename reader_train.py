@@ -102,6 +102,16 @@ class RecDataset(IterableDataset):
                                               for p in (parts[0], parts[1] if parts[1].size else parts[0])))
         return self._validation
 
+    def campaigns(self):
+        """(sizes [T], take) of the training campaigns: their row counts, and
+        take(i) -> all of campaign i's rows [n, C] (table rows), lengths and
+        labels (metaheac/clusters.py)."""
+        def take(i):
+            store, start, end = self.tasks[i]
+            return self._take(store, np.arange(start, end))
+
+        return [end - start for _, start, end in self.tasks], take
+
     def num_batches(self):
         """Meta-batches per epoch: ceil(rows / batch_size), as PaddleRec and the
         authors; shared out over ranks in data-parallel training."""

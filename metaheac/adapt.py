@@ -154,8 +154,8 @@ def finetune(net, stage1, config, rng):
 
 
 def merged_state(net, params, uniq):
-    """The full model's state dict with a campaign's fine-tuned parameters in it."""
-    state = {}
+    """The full model's state dict (buffers too) with a campaign's fine-tuned parameters in it."""
+    state = dict(net.state_dict())
     for name, p in net.named_parameters():
         if name in net.row_tables:
             table = p.numpy().copy()

@@ -5,11 +5,12 @@ Two steps, both read from the seeds, neither moves the network:
 
 1. Which past campaigns is it like? The gates route a campaign by its ad ids
    to the experts of the past campaigns those ids describe. Each gate-field id
-   meta-training saw is one candidate routing (metaheac/routing.py), and the
-   network's prior for the campaign is their mixture, weighted by how well
-   each explains the seeds (Bayesian model averaging; a priori the campaign's
-   own ids weigh 1 - runner.route_prior, or as much as any other when
-   meta-training never saw them). 50 seeds already tell which
+   meta-training saw is one candidate routing (metaheac/routing.py), each
+   regression pooled over a group of alike past campaigns another
+   (metaheac/clusters.py), and the prior for the campaign is their mixture,
+   weighted by how well each explains the seeds (Bayesian model averaging; a
+   priori the campaign's own ids weigh 1 - runner.route_prior, or as much as
+   any other when meta-training never saw them). 50 seeds already tell which
    kind of campaign it is where its ad ids do not; 5,000 seeds settle on one.
 
 2. What do its seeds say that past campaigns do not? The mixture's logit m
@@ -106,9 +107,28 @@ def user_features(rows, lengths, schema):
                              shape=(n, schema.ad[0].offset))  # repeated ids of one list add up, as in the mean
 
 
+def user_field_of(schema, cols):
+    """The user field (its index among static + sequence) of each user table row in cols [p]."""
+    offsets = sorted(f.offset for f in schema.static + schema.sequence)
+    return np.searchsorted(offsets, cols, side="right") - 1
+
+
 def route_probs(net, rows, lengths, routes, batch, pad=False):
-    """Click probabilities [n, R] (float64) of rows [n, C] under each routing.
-    pad: every batch of one shape (rows.padded_batches)."""
+    """Click probabilities [n, R] (float64) of rows [n, C] under each routing:
+    a network routing, or ("cluster", g), the regression pooled over past
+    campaigns' group g (metaheac/clusters.py). pad: every network batch of
+    one shape (rows.padded_batches)."""
+    pooled = [i for i, route in enumerate(routes) if _is_cluster(route)]
+    if pooled:
+        own = [i for i in range(len(routes)) if i not in set(pooled)]
+        out = np.empty((rows.shape[0], len(routes)))
+        groups = [routes[i][1] for i in pooled]
+        x = user_features(rows, lengths, net.schema)
+        out[:, pooled] = _sigmoid(x @ net.pooled_w.numpy()[groups].T.astype(np.float64)
+                                  + net.pooled_b.numpy()[groups].astype(np.float64))
+        if own:
+            out[:, own] = route_probs(net, rows, lengths, [routes[i] for i in own], batch, pad)
+        return out
     was_training = net.training
     net.eval()
     out = []
@@ -121,6 +141,22 @@ def route_probs(net, rows, lengths, routes, batch, pad=False):
         if was_training:
             net.train()
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(routes)))
+
+
+def _is_cluster(route):
+    return isinstance(route, tuple) and route[0] == "cluster"
+
+
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
+
+
+def cluster_routes(net):
+    """The ("cluster", g) routes of the pooled regressions the trainer fitted
+    (hyper_parameters.campaign_clusters), and how a user reads each."""
+    sizes = net.pooled_size.numpy() if getattr(net, "pooled_size", None) is not None else np.zeros(0)
+    groups = np.flatnonzero(sizes > 0)
+    return [("cluster", int(g)) for g in groups], [f"past campaigns' group {g} ({int(sizes[g])})" for g in groups]
 
 
 def _logit(p):
@@ -140,15 +176,19 @@ def _folds(y, rng):
     return fold
 
 
-def route_prior(net, rows, prior):
+def route_prior(net, rows, prior, clusters=True):
     """The routings a campaign (its rows [n, C]) may mix, how a user reads
     each, and their log prior [R]: 1 - prior on its own ids and the rest
-    shared by the ids meta-training saw; when training never saw its own
+    shared by the ids meta-training saw and (clusters) the regressions
+    pooled over groups of past campaigns; when training never saw its own
     ids, they weigh as much as any other. prior 0: its own ids alone."""
     if prior <= 0:
         return [None], ["own ids"], np.zeros(1)
     routes, alternatives = candidate_routes(net, rows)
     labels = ["own ids"] + [net.schema.id_label(field, row - field.offset) for field, _, row in alternatives[1:]]
+    if clusters:
+        pooled, pooled_labels = cluster_routes(net)
+        routes, labels = routes + pooled, labels + pooled_labels
     own_rows = {int(rows[0, col]) for col, _ in gate_columns(net)}
     if net.trained_ad_rows is not None and not own_rows <= net.trained_ad_rows:
         return routes, labels, np.zeros(len(routes))  # its own gate rows are their random start
@@ -157,11 +197,12 @@ def route_prior(net, rows, prior):
 
 def mixture_auc(net, support, query, prior, batch):
     """AUC on `query` of the mixture of routings that `support`'s labels weigh
-    (step 1 alone): how well the network ranks the users of a campaign it was
-    not trained on once a seed set has chosen its routing; read by
-    meta-validation. support / query: dicts of rows, lengths, labels of one
-    campaign."""
-    routes, _, log_prior = route_prior(net, support["rows"], prior)
+    (step 1 alone, the network's routings: the pooled regressions do not
+    change with training): how well the network ranks the users of a
+    campaign it was not trained on once a seed set has chosen its routing;
+    read by meta-validation. support / query: dicts of rows, lengths, labels
+    of one campaign."""
+    routes, _, log_prior = route_prior(net, support["rows"], prior, clusters=False)
     y = support["labels"].astype(np.float64)
     support_probs = route_probs(net, support["rows"], support["lengths"], routes, batch)     # [n, R]
     weights = posterior(log_prior, log_likelihood(support_probs, y))
@@ -191,8 +232,7 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     # over the seeds' ids, a few thousand columns rather than the vocabulary.
     cols = np.unique(x.indices)
     x = x[:, cols]
-    user_fields = net.schema.static + net.schema.sequence
-    groups = np.searchsorted(sorted(f.offset for f in user_fields), cols, side="right") - 1  # [R'] field of each
+    groups = user_field_of(net.schema, cols)
     cs = sorted(cs)
     # candidates: ("network", None), ("corrected", C): the network corrected
     # on the ids, ("seeds", C): a regression on the seeds alone (a = 0), for
@@ -297,4 +337,4 @@ def _probability(combination, n, probs, x):
         z += combination.a * _logit(probs @ combination.weights)
     if combination.w.size:
         z += x[:, combination.cols] @ combination.w
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid, overflow-free
+    return _sigmoid(z).astype(np.float32)

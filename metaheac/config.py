@@ -148,6 +148,11 @@ SPEC = {
                                      "that gate_fields can name"),
         "gate_fields": Key(list, help="ad fields the two gates read, their embeddings (mlp gates) or ids (lookup "
                                       "gates); unset: all ad fields"),
+        "campaign_clusters": Key(int, 0, NON_NEGATIVE,
+                                 "group the training campaigns into at most this many by what their users click "
+                                 "and fit one logistic regression over each group's rows (before meta-training, "
+                                 "saved with the checkpoint); runner.adaptation=wide_cv weighs them with the "
+                                 "network's routings (metaheac/clusters.py; 0: none)"),
         # -- meta-learning --
         "task_count": Key(int, 5, POSITIVE, "tasks (campaigns) per meta-batch"),
         "batch_size": Key(int, 1024, POSITIVE, "support and query rows per task"),

@@ -148,12 +148,26 @@ class Run:
             # a resumed run keeps its id: its epochs, before and after the interruption, are one run
             self.run_id = (state or {}).get("run_id") or new_run_id()
             self.model.trained_ad_rows = set(self.dataset.ad_rows)  # saved with each checkpoint
+            if config["hyper_parameters.campaign_clusters"] and not self.model.clusters_fitted:
+                self._fit_clusters()
             if rank == 0:
                 _make_room(config, self.run_id, self.first_epoch)
                 _check_space(config["runner.model_save_path"], self.model)
         except BaseException:
             self.close()
             raise
+
+    def _fit_clusters(self):
+        """The regressions pooled over groups of training campaigns (metaheac/clusters.py), into the model."""
+        import numpy as np
+
+        from metaheac import clusters
+
+        sizes, take = self.dataset.campaigns()
+        fitted = clusters.fit(sizes, take, self.model.schema, self.config["hyper_parameters.campaign_clusters"],
+                              np.random.default_rng([self.config["runner.seed"], clusters.RANDOM_STREAM]))
+        if fitted is not None:
+            self.model.set_clusters(fitted)
 
     def close(self):
         if self.lock is not None:
