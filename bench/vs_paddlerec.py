@@ -10,8 +10,10 @@ Ours: config_big.yaml (or --config); PaddleRec's: its
 models/multitask/metaheac/config_bigdata.yaml run by its tools/trainer.py.
 Both at batch 256 (support and query rows per task), one epoch, on CPU,
 with the same thread and MKL settings (on AMD, MKL's AVX2 kernels for
-both: threads_from_env); ours without meta-validation (PaddleRec has none). Wall time covers the whole process (start,
-reading the data, training, the checkpoint). Without PADDLEREC_DIR only
+both: threads_from_env); ours without meta-validation and pooled
+regressions (PaddleRec has neither), then once more with the pooled
+regressions, to show what fitting them adds. Wall time covers the whole
+process (start, reading the data, training, the checkpoint). Without PADDLEREC_DIR only
 ours runs. Timings are only comparable within one run of this script, on
 an otherwise idle machine.
 """
@@ -55,12 +57,15 @@ def _measure(cmd):
     print(f"MEASURED {seconds:.3f} {rss:.1f} {proc.returncode}", flush=True)
 
 
-def ours(data, work, batch, config):
+def ours(data, work, batch, config, clusters):
+    """clusters: hyper_parameters.campaign_clusters, or None for the config's."""
     cmd = [sys.executable, "-u", os.path.join(ROOT, "tools", "trainer.py"), "-m", os.path.join(ROOT, config),
            "-o", f"runner.train_data_dir={data}/train", "-o", f"runner.model_save_path={work}/ours",
            "-o", f"runner.cache_dir={work}/cache", "-o", "runner.epochs=1", "-o", "runner.meta_val_fraction=0",
            "-o", f"hyper_parameters.batch_size={batch}", "-o", "runner.report_png=false",
-           "-o", "runner.print_interval=1000"]
+           "-o", "runner.print_interval=1000", "-o", "runner.overwrite=true"]
+    if clusters is not None:
+        cmd += ["-o", f"hyper_parameters.campaign_clusters={clusters}"]
     seconds, rss, out = measured(cmd, ROOT)
     batches = int(re.search(r"(\d+) meta-batches per epoch", out).group(1))
     return seconds, rss, batches
@@ -114,9 +119,12 @@ def main():
         rows = json.load(f)["splits"]["train"]["rows"]
     print(f"data: {rows} training rows, {n_train} campaigns, full Tencent vocabulary; batch {args.batch}, 1 epoch")
     with tempfile.TemporaryDirectory(prefix="vs_paddlerec_") as work:
-        sec, rss, batches = ours(data, work, args.batch, args.config)
+        sec, rss, batches = ours(data, work, args.batch, args.config, 0)
         print(f"this package ({args.config}): {sec:8.1f} s, {1000 * sec / batches:7.1f} ms per meta-batch "
               f"({batches}), peak RSS {rss:7.0f} MB", flush=True)
+        pooled_sec, pooled_rss, _ = ours(data, work, args.batch, args.config, None)
+        print(f"  with its pooled regressions (fitted once, before training): {pooled_sec:8.1f} s "
+              f"({pooled_sec - sec:+.1f} s), peak RSS {pooled_rss:7.0f} MB", flush=True)
         if not os.environ.get("PADDLEREC_DIR"):
             print("PADDLEREC_DIR not set: PaddleRec's trainer not run")
             return
