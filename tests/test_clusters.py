@@ -1,5 +1,7 @@
 """Past campaigns grouped by what their users click, one regression pooled
 over each group (hyper_parameters.campaign_clusters, metaheac/clusters.py)."""
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -131,7 +133,7 @@ def test_a_checkpoint_carries_its_pooled_regressions_and_older_ones_have_none(ti
 
 
 @pytest.mark.parametrize("k", [0, 3])
-def test_the_trainer_fits_them_once_without_changing_the_network(train_setup, k):
+def test_the_trainer_fits_them_when_asked(train_setup, k):
     from tools.trainer import train
 
     make = train_setup(n_train=8, hyper={"campaign_clusters": k} if k else None)
@@ -151,3 +153,14 @@ def test_the_network_trained_with_them_is_the_network_trained_without(train_setu
     with_k = train(make_k(seed=11, overwrite=True))["model"]
     for (name, a), (_, b) in zip(plain.named_parameters(), with_k.named_parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+def test_a_resumed_run_keeps_the_regressions_it_saved(train_setup, monkeypatch):
+    from tools.trainer import train
+
+    make = train_setup(n_train=8, hyper={"campaign_clusters": 3})
+    first = make(seed=11)
+    saved = train(first)["model"].pooled_w.numpy()
+    monkeypatch.setattr(clusters, "fit", lambda *args: pytest.fail("fitted again on resume"))
+    resumed = train(make(seed=11, epochs=2, model_init_path=os.path.join(first["runner.model_save_path"], "0")))
+    np.testing.assert_array_equal(resumed["model"].pooled_w.numpy(), saved)

@@ -148,11 +148,12 @@ class Run:
             # a resumed run keeps its id: its epochs, before and after the interruption, are one run
             self.run_id = (state or {}).get("run_id") or new_run_id()
             self.model.trained_ad_rows = set(self.dataset.ad_rows)  # saved with each checkpoint
-            if config["hyper_parameters.campaign_clusters"] and not self.model.clusters_fitted:
-                self._fit_clusters()
             if rank == 0:
                 _make_room(config, self.run_id, self.first_epoch)
                 _check_space(config["runner.model_save_path"], self.model)
+            # after the checks above: a run refused has not waited for the fit
+            if config["hyper_parameters.campaign_clusters"] and not self.model.clusters_fitted:
+                self._fit_clusters()
         except BaseException:
             self.close()
             raise
