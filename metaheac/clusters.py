@@ -80,6 +80,8 @@ def fit(sizes, take, schema, k, rng):
     full vocabulary's rows take gigabytes), at most k groups; None when no
     campaign has both classes."""
     start = time.perf_counter()
+    logger.info("campaign clusters: a regression on each of %d training campaigns, then at most %d groups and a "
+                "regression on each", len(sizes), k)
     fields = user_field_of(schema, np.arange(schema.ad[0].offset))
     total = max(int(np.sum(sizes)), 1)
     own, used, sample = [], [], []  # own: each campaign's regression, sparse
