@@ -60,9 +60,9 @@ MAX_ROUTES = 16    # ... and at most this many (a pool of millions is scored und
 
 class Combination(NamedTuple):
     """A campaign's adaptation: a mixture of routings, corrected on its seeds' ids."""
-    routes: list      # routings (net.forward_routes) of the mixture
+    routes: list      # the mixture's routings: net.forward_routes' or ("cluster", g), a pooled regression
     weights: np.ndarray  # [R] their posterior weights, summing to 1
-    labels: list      # [R] how a user reads each routing ('own ids', 'adCategoryId*productType 12*2')
+    labels: list      # [R] how a user reads each ('own ids', 'adCategoryId*productType 12*2', 'past campaigns' group 3 ...')
     cols: np.ndarray  # [R'] user table rows with a weight (those the seeds have)
     w: np.ndarray     # [R'] their weights
     a: float
@@ -156,7 +156,8 @@ def cluster_routes(net):
     (hyper_parameters.campaign_clusters), and how a user reads each."""
     sizes = net.pooled_size.numpy() if getattr(net, "pooled_size", None) is not None else np.zeros(0)
     groups = np.flatnonzero(sizes > 0)
-    return [("cluster", int(g)) for g in groups], [f"past campaigns' group {g} ({int(sizes[g])})" for g in groups]
+    labels = [f"past campaigns' group {g} ({int(sizes[g])} campaigns)" for g in groups]
+    return [("cluster", int(g)) for g in groups], labels
 
 
 def _logit(p):
