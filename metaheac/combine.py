@@ -62,7 +62,7 @@ class Combination(NamedTuple):
     """A campaign's adaptation: a mixture of routings, corrected on its seeds' ids."""
     routes: list      # the mixture's routings: net.forward_routes' or ("cluster", g), a pooled regression
     weights: np.ndarray  # [R] their posterior weights, summing to 1
-    labels: list      # [R] how a user reads each ('own ids', 'adCategoryId*productType 12*2', 'past campaigns' group 3 ...')
+    labels: list      # [R] how a user reads each ('own ids', 'adCategoryId*productType 12*2', ...)
     cols: np.ndarray  # [R'] user table rows with a weight (those the seeds have)
     w: np.ndarray     # [R'] their weights
     a: float
