@@ -89,3 +89,18 @@ def test_mkl_kernels_are_chosen_by_cpu_vendor(monkeypatch, vendor, preset, enabl
     runtime.configure_threads({"runner.mkl_avx2_on_amd": enabled, "runner.num_threads": 3})
     assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected
     assert os.environ["MKL_NUM_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_ctrl_c_outside_the_training_loop_ends_with_one_line_and_130(capfd):
+    from tools.utils import runtime
+
+    def interrupted(config, args):
+        raise KeyboardInterrupt  # Ctrl-C while reading data or fitting the pooled regressions
+    cli = runtime.Cli("test", "python tools/trainer.py -m config.yaml -o runner.epochs=2", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["-m", os.path.join(ROOT, "config.yaml")])
+    assert stopped.value.code == 130
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "interrupted" in errors[0]

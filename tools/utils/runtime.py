@@ -172,6 +172,12 @@ def run_cli(parser, job, argv=None):
     except (ConfigError, DataError, FileNotFoundError) as exc:
         logger.error("%s%s", rank_prefix(), exc)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except KeyboardInterrupt:
+        # Ctrl-C where no loop saves first (reading data, fitting the pooled
+        # regressions, infer) or a second signal: files are swapped in whole,
+        # so what was written before stands and nothing is half-written.
+        logger.error("%sinterrupted: stopped without finishing; files written before are intact", rank_prefix())
+        sys.exit(130)
     except Exception:
         if int(os.environ.get("PADDLE_TRAINERS_NUM", 1)) > 1:
             logger.error("%sfailed; if the error below comes from a collective (gloo/nccl), another rank failed "
