@@ -103,13 +103,16 @@ def fit(sizes, take, schema, k, rng):
     assigned = group((sparse.vstack(own) @ shared.T).toarray(), k)                           # [T]
     w_out, b_out, members = np.zeros((assigned.max() + 1, fields.size), np.float32), [], []
     for g in range(assigned.max() + 1):
-        parts = [take(used[j]) for j in np.flatnonzero(assigned == g)]
-        x = sparse.vstack([user_features(r, ln, schema) for r, ln, _ in parts]).tocsr()
-        y = np.concatenate([lab for _, _, lab in parts]).astype(np.float64)
-        cols, w, b = _regression(x, y, POOLED_C, fields)
+        xs, ys = [], []
+        for j in np.flatnonzero(assigned == g):  # each campaign's features as it is read: its rows go at once
+            rows, lengths, labels = take(used[j])
+            xs.append(user_features(rows, lengths, schema))
+            ys.append(labels)
+        cols, w, b = _regression(sparse.vstack(xs).tocsr(), np.concatenate(ys).astype(np.float64), POOLED_C, fields)
         w_out[g, cols] = w
         b_out.append(b)
-        members.append(len(parts))
+        members.append(len(xs))
+        del xs
     logger.info("campaign clusters: %d campaigns (%s rows) in %d groups of %s campaigns; pooled regressions "
                 "fitted in %.1fs", len(used), f"{total:,}", len(members),
                 ", ".join(map(str, sorted(members, reverse=True))), time.perf_counter() - start)
