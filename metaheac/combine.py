@@ -120,14 +120,14 @@ def route_probs(net, rows, lengths, routes, batch, pad=False):
     one shape (rows.padded_batches)."""
     pooled = [i for i, route in enumerate(routes) if _is_cluster(route)]
     if pooled:
-        own = [i for i in range(len(routes)) if i not in set(pooled)]
+        network = [i for i, route in enumerate(routes) if not _is_cluster(route)]
         out = np.empty((rows.shape[0], len(routes)))
         groups = [routes[i][1] for i in pooled]
         x = user_features(rows, lengths, net.schema)
         out[:, pooled] = _sigmoid(x @ net.pooled_w.numpy()[groups].T.astype(np.float64)
                                   + net.pooled_b.numpy()[groups].astype(np.float64))
-        if own:
-            out[:, own] = route_probs(net, rows, lengths, [routes[i] for i in own], batch, pad)
+        if network:
+            out[:, network] = route_probs(net, rows, lengths, [routes[i] for i in network], batch, pad)
         return out
     was_training = net.training
     net.eval()
