@@ -14,6 +14,8 @@ training process's floor.
 import argparse
 import glob
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -24,12 +26,12 @@ threads_from_env()
 
 
 def big_split():
-    from tools.gen_data import generate
-
     out = os.path.join(BENCH_DIR, "clusters_big")
     if not os.path.exists(os.path.join(out, "oracle.json")):
-        generate(out, seed=105, max_idxs=FULL_MAX_IDXS, kind_ids="several", n_train=100, train_rows=(3000, 30000),
-                 n_hot=1, n_cold=1, n_users=100000)
+        # in a process of its own: generating takes gigabytes this one's peak RSS must not count
+        subprocess.run([sys.executable, "-c", "from tools.gen_data import generate; generate("
+                        f"{out!r}, seed=105, max_idxs={FULL_MAX_IDXS}, kind_ids='several', n_train=100, "
+                        "train_rows=(3000, 30000), n_hot=1, n_cold=1, n_users=100000)"], cwd=ROOT, check=True)
     return os.path.join(out, "train")
 
 
