@@ -40,7 +40,12 @@ def main():
     parser.add_argument("--train", help="a training split directory (default: the generated 1.26M rows)")
     parser.add_argument("--config", default="config_big.yaml", help="config, relative to the repo")
     parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.read_only:
+        # the first read converts the split into its columnar cache, gigabytes for a
+        # large pickle: in a process of its own, so the peak below is the fit's
+        subprocess.run([sys.executable, *sys.argv, "--read-only"], check=True)
 
     import reader_train
     from metaheac import clusters
@@ -55,6 +60,8 @@ def main():
     if cfg["runner.keep_freed_memory"]:
         keep_freed_memory()  # as the trainer
     dataset = reader_train.RecDataset(sorted(glob.glob(os.path.join(train, "*"))), cfg)
+    if args.read_only:
+        return
     if cfg["runner.meta_val_fraction"] > 0:
         dataset.validation_tasks()
     sizes, take = dataset.campaigns()
