@@ -90,13 +90,13 @@ def fit(sizes, take, schema, k, rng):
         y = labels.astype(np.float64)
         if not 0 < y.sum() < y.size:  # one class: nothing tells the campaign apart
             continue
-        cols, w, _ = _regression(user_features(rows, lengths, schema), y, CAMPAIGN_C, fields)
+        x = user_features(rows, lengths, schema)
+        cols, w, _ = _regression(x, y, CAMPAIGN_C, fields)
         own.append(sparse.csr_matrix((w, cols, [0, cols.size]), shape=(1, fields.size)))
         used.append(i)
         # the similarity sample: from each campaign in proportion to its rows
         quota = min(n, max(1, round(SIMILARITY_ROWS * n / total)))
-        pick = np.sort(rng.choice(n, quota, replace=False))
-        sample.append(user_features(rows[pick], lengths[pick], schema))
+        sample.append(x[np.sort(rng.choice(n, quota, replace=False))])
     if not used:
         return None
     shared = sparse.vstack(sample).tocsr()                                                    # [S, U]

@@ -113,18 +113,20 @@ def user_field_of(schema, cols):
     return np.searchsorted(offsets, cols, side="right") - 1
 
 
-def route_probs(net, rows, lengths, routes, batch, pad=False):
+def route_probs(net, rows, lengths, routes, batch, pad=False, x=None):
     """Click probabilities [n, R] (float64) of rows [n, C] under each routing:
     a network routing, or ("cluster", g), the regression pooled over past
     campaigns' group g (metaheac/clusters.py). pad: every network batch of
-    one shape (rows.padded_batches)."""
+    one shape (rows.padded_batches). x: the rows' user_features, when the
+    caller has them already (the pooled regressions read them)."""
     pooled = [i for i, route in enumerate(routes) if _is_cluster(route)]
     if pooled:
         network = [i for i, route in enumerate(routes) if not _is_cluster(route)]
         out = np.empty((rows.shape[0], len(routes)))
         groups = [routes[i][1] for i in pooled]
-        x = user_features(rows, lengths, net.schema)
-        out[:, pooled] = _sigmoid(x @ net.pooled_w.numpy()[groups].T.astype(np.float64)
+        if x is None:
+            x = user_features(rows, lengths, net.schema)
+        out[:, pooled] = logreg.sigmoid(x @ net.pooled_w.numpy()[groups].T.astype(np.float64)
                                   + net.pooled_b.numpy()[groups].astype(np.float64))
         if network:
             out[:, network] = route_probs(net, rows, lengths, [routes[i] for i in network], batch, pad)
@@ -145,10 +147,6 @@ def route_probs(net, rows, lengths, routes, batch, pad=False):
 
 def _is_cluster(route):
     return isinstance(route, tuple) and route[0] == "cluster"
-
-
-def _sigmoid(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
 
 
 def cluster_routes(net):
@@ -226,13 +224,13 @@ def fit(net, stage1, config, rng, cs=COMBINE_CS):
     if fold is None:
         return Combination([None], np.ones(1), ["own ids"], np.zeros(0, np.int64), np.zeros(0), 1.0, 0.0, None, {})
     routes, labels, log_prior = route_prior(net, rows, config["runner.route_prior"])
-    probs = route_probs(net, rows, lengths, routes, batch)                                   # [n, R]
+    features = user_features(rows, lengths, net.schema)
+    probs = route_probs(net, rows, lengths, routes, batch, x=features)                       # [n, R]
     log_lik = log_likelihood(probs, y)                                                       # [n, R]
-    x = user_features(rows, lengths, net.schema)
     # An id no seed has keeps weight 0 at any C (its gradient is w alone): fit
     # over the seeds' ids, a few thousand columns rather than the vocabulary.
-    cols = np.unique(x.indices)
-    x = x[:, cols]
+    cols = np.unique(features.indices)
+    x = features[:, cols]
     groups = user_field_of(net.schema, cols)
     cs = sorted(cs)
     # candidates: ("network", None), ("corrected", C): the network corrected
@@ -299,8 +297,9 @@ def _name(kind, c):
 
 def score(net, combination, rows, lengths, batch, pad=False):
     """Click probabilities [n] (float32) of rows [n, C] under a campaign's Combination."""
-    probs = route_probs(net, rows, lengths, combination.routes, batch, pad) if combination.a else None
-    x = user_features(rows, lengths, net.schema) if combination.w.size else None
+    reads_x = combination.w.size or (combination.a and any(map(_is_cluster, combination.routes)))
+    x = user_features(rows, lengths, net.schema) if reads_x else None  # built once, for both
+    probs = route_probs(net, rows, lengths, combination.routes, batch, pad, x) if combination.a else None
     return _probability(combination, rows.shape[0], probs, x)
 
 
@@ -320,9 +319,10 @@ def score_many(net, combinations, rows, own, lengths, batch, pad=False):
                 index[route] = len(union)
                 union.append(route)
         columns.append([index[route] for route in routes])
-    probs = (route_probs(net, rows, lengths, union, batch, pad)                                # [n, R]
+    reads_x = any(c.w.size for c in combinations) or any(map(_is_cluster, union))
+    x = user_features(rows, lengths, net.schema) if reads_x else None  # built once, for both
+    probs = (route_probs(net, rows, lengths, union, batch, pad, x)                             # [n, R]
              if any(c.a for c in combinations) else None)
-    x = user_features(rows, lengths, net.schema) if any(c.w.size for c in combinations) else None
     out = np.empty((rows.shape[0], len(combinations)), np.float32)
     for i, combination in enumerate(combinations):
         out[:, i] = _probability(combination, rows.shape[0], None if probs is None else probs[:, columns[i]], x)
@@ -338,4 +338,4 @@ def _probability(combination, n, probs, x):
         z += combination.a * _logit(probs @ combination.weights)
     if combination.w.size:
         z += x[:, combination.cols] @ combination.w
-    return _sigmoid(z).astype(np.float32)
+    return logreg.sigmoid(z).astype(np.float32)

@@ -50,7 +50,7 @@ def _dot(a, b):
     return np.einsum("ij,ij->j", a, b)
 
 
-def _sigmoid(z):
+def sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
 
 
@@ -72,12 +72,12 @@ def _envelope(zeta, s, v2, y, start=None):
 
     def newton(u, steps):  # (u, sigmoid(u), settled)
         for _ in range(steps):
-            sig = _sigmoid(u)
+            sig = sigmoid(u)
             g = u + k * sig - target
             if (np.abs(g) <= bound).all():
                 return u, sig, True
             u = u - g / (1.0 + k * sig * (1.0 - sig))
-        return u, _sigmoid(u), False
+        return u, sigmoid(u), False
 
     settled = False
     if start is not None:
