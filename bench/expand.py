@@ -13,6 +13,7 @@ tools.gen_data.write_pool. Every run ranks the whole pool
 per-cell objects need several GB to write).
 """
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -31,8 +32,11 @@ print(f"PEAK_RSS_MB {{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:
 
 
 def trained_model(data):
-    """Checkpoint dir of one config_big.yaml epoch on `data` (trained once, then reused)."""
-    out = os.path.join(BENCH_DIR, "expand_model")
+    """Checkpoint dir of one config_big.yaml epoch on `data` (trained once per
+    version of config_big.yaml, then reused)."""
+    with open(os.path.join(ROOT, "config_big.yaml"), "rb") as f:
+        version = hashlib.sha1(f.read()).hexdigest()[:8]
+    out = os.path.join(BENCH_DIR, f"expand_model_{version}")
     if not os.path.isfile(os.path.join(out, "0", "rec.pdparams")):
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "trainer.py"), "-m",
                         os.path.join(ROOT, "config_big.yaml"), "-o", f"runner.train_data_dir={data}/train",
