@@ -2,15 +2,15 @@
 
 A trainer (this package's tools/trainer.py or PaddleRec's own) calls
 create_model, create_optimizer, create_metrics and train_forward, then does
-backward and the optimizer step itself. infer.py calls finetune_and_score for
-each campaign. Each entry point applies the model's defaults to the config
-dict it is given, so a plain PaddleRec config works too.
+backward and the optimizer step itself; infer.py adapts each campaign with
+metaheac/adapt.py. Each entry point applies the model's defaults to the
+config dict it is given, so a plain PaddleRec config works too.
 """
 import numpy as np
 import paddle
 
 import net
-from metaheac import meta, scoring
+from metaheac import meta
 from metaheac.allocator import keep_freed_memory
 from metaheac.config import lr_scale, with_defaults
 from metaheac.schema import schema_from_config
@@ -26,15 +26,12 @@ def _tensor(value):
 class DygraphModel:
     def create_model(self, config):
         config = with_defaults(config)
-        if config["runner.keep_freed_memory"]:
-            keep_freed_memory()  # here, not in a tool, so PaddleRec's trainer gets it too
+        keep_freed_memory()  # here, not in a tool, so PaddleRec's trainer gets it too
         hp = lambda key: config[f"hyper_parameters.{key}"]  # noqa: E731
         return net.MetaHeacNet(
             schema_from_config(config), embed_dim=hp("embed_dim"), mlp_dims=hp("mlp_dims"),
-            num_expert=hp("num_expert"), num_output=hp("num_output"), dropout=hp("dropout"),
-            embedding_init_std=hp("embedding_init_std"), expert_activation=hp("expert_activation"),
-            gate_fields=hp("gate_fields"), wide=hp("wide"), gate=hp("gate"), gate_init_std=hp("gate_init_std"),
-            campaign_clusters=hp("campaign_clusters"))
+            num_expert=hp("num_expert"), num_output=hp("num_output"), gate_fields=hp("gate_fields"),
+            wide=hp("wide"), gate=hp("gate"))
 
     def create_feeds(self, batch, config):
         """Meta-batch (tasks, rows) from reader_train (metaheac.rows.build_meta_batch) -> tensors."""
@@ -48,17 +45,17 @@ class DygraphModel:
         # to route campaigns to experts before the embeddings memorise the
         # training rows, hence a faster gate; the wide weights start at 0 and
         # need a faster rate to reach a regression's size in a few epochs.
-        in_gradient = meta.table_decay(config)  # the row tables' decay, added by their gradient
+        # The row tables' decay is added to their gradient by the meta step (meta.DecayedRows).
         for name, p in dy_model.named_parameters():
             p.optimize_attr["learning_rate"] = lr_scale(config, dy_model.param_group(name))
-            own = decay and not (in_gradient and name in dy_model.row_tables)
+            own = decay and name not in dy_model.row_tables
             p.regularizer = paddle.regularizer.L2Decay(decay) if own else None
         return paddle.optimizer.Adam(
             learning_rate=config["hyper_parameters.optimizer.global_learning_rate"],
             parameters=dy_model.parameters())
 
     def create_metrics(self):
-        return [], []  # AUC is computed exactly, per campaign, at infer time (tools/utils/metrics.py)
+        return [], []  # AUC is computed exactly, per campaign, at infer time (metaheac/metrics.py)
 
     def num_samples(self, batch):
         """Rows one meta-batch reads (support + query of every task)."""
@@ -74,10 +71,5 @@ class DygraphModel:
             local_lr=config["hyper_parameters.local_lr"],
             order=config["hyper_parameters.meta_order"],
             inner_steps=config["hyper_parameters.inner_steps"],
-            adapt_rows=config["hyper_parameters.adapt_embedding"] == "rows",
-            table_decay=meta.table_decay(config))
+            table_decay=config["hyper_parameters.optimizer.weight_decay"])
         return loss, metric_list, {"loss": loss}
-
-    def finetune_and_score(self, dy_model, campaign, config, rng):
-        """Fine-tune a copy of the meta-learned model on the campaign's seeds, score its candidates."""
-        return scoring.finetune_and_score(dy_model, campaign["stage1"], campaign["stage2"], with_defaults(config), rng)

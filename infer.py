@@ -4,10 +4,8 @@
 
 For each checkpoint epoch in [infer_start_epoch, infer_end_epoch) and each
 campaign of runner.test_data_dir: adapt the meta-learned model to the seed
-set (stage 1) as runner.adaptation says (wide_cv: the seeds weigh the
-trained routings and correct the network on their own ids, as far as
-cross-validation on them says; finetune: Adam epochs on the seeds), then
-score the candidates (stage 2). Logs a line per campaign and a summary, and writes
+set (stage 1) as runner.adaptation says (metaheac/adapt.py), then score the
+candidates (stage 2). Logs a line per campaign and a summary, and writes
 runner.output_dir: metrics.json, campaigns.csv, audience/<aid>.csv (the top
 candidates of each campaign, ranked) and report.png.
 """
@@ -17,9 +15,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import tools.utils.startup  # noqa: E402,F401  (first: thread settings before paddle loads)
+
+import numpy as np  # noqa: E402
+
+from metaheac import metrics  # noqa: E402
+from metaheac.adapt import adapt  # noqa: E402
 from metaheac.config import require  # noqa: E402
 from metaheac.errors import ConfigError  # noqa: E402
-from tools.utils import runtime  # noqa: E402
+from metaheac.files import atomic_dir, claim  # noqa: E402
+from tools.utils import distributed, plots, report, runtime  # noqa: E402
+from tools.utils.checkpoint import build_network, infer_root, load_epoch, read_state  # noqa: E402
+from tools.utils.progress import Progress  # noqa: E402
 
 log = runtime.logger
 
@@ -32,21 +39,15 @@ def split_name(config):
 
 
 def output_dir(config, epoch):
-    from tools.utils.checkpoint import infer_root
     return config["runner.output_dir"] or os.path.join(infer_root(config), str(epoch), f"infer_{split_name(config)}")
 
 
-def evaluate_campaign(dy_model, model, campaign, config):
-    """Fine-tune on the seeds, score the candidates: (result row, scores, audience)."""
-    import numpy as np
-
-    from metaheac.adapt import campaign_rng
-    from metaheac.routing import describe_route
-    from tools.utils import metrics, report
-
+def evaluate_campaign(learned, campaign, config):
+    """Adapt to the seeds, score the candidates: (result row, scores, audience)."""
     t0 = time.time()
-    rng = campaign_rng(config["runner.seed"], campaign["aid"])
-    scores, tuned = dy_model.finetune_and_score(model, campaign, config, rng)
+    adapted = adapt(learned, campaign["stage1"], config)
+    candidates = campaign["stage2"]
+    scores = adapted.score(candidates["rows"], candidates["lengths"])
     seeds, labels = campaign["stage1"]["labels"], campaign["stage2"]["labels"]
     labelled = not np.isnan(labels).any()  # candidates nobody labelled: an audience, no AUC
     k = report.audience_size(labels.size, config)
@@ -55,9 +56,7 @@ def evaluate_campaign(dy_model, model, campaign, config):
            "candidates": int(labels.size), "candidate_positives": None, "auc": None, "precision@5%": None,
            "recall@5%": None, **dict.fromkeys(map(metrics.lift_key, metrics.LIFT_FRACTIONS)), "audience_size": k,
            "audience_positives": None, "precision@k": None, "recall@k": None,
-           "finetune_steps": tuned.steps, "routed": describe_route(tuned.route),
-           "corrected": tuned.combination.describe() if tuned.combination else "",
-           "seconds": round(time.time() - t0, 3)}
+           "adaptation": adapted.method, "adapted": adapted.describe(), "seconds": round(time.time() - t0, 3)}
     if labelled:
         precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
         hits, positives = float(audience["label"].sum()), float(labels.sum())
@@ -69,28 +68,23 @@ def evaluate_campaign(dy_model, model, campaign, config):
 
 
 def _campaign_line(row):
-    from tools.utils.metrics import fmt
-
-    note = f"  (routed by its seeds: {row['routed']})" if row["routed"] else ""
-    note += f"  (adapted by its seeds: {row['corrected']})" if row["corrected"] else ""
-    if row["candidate_positives"] is not None and row["auc"] is None:
-        note += "  (AUC undefined: candidates of one class)"
-    steps = "" if row["corrected"] else f"{row['finetune_steps']} steps, "  # wide_cv takes no steps
+    fmt = metrics.fmt
+    note = "  (AUC undefined: candidates of one class)" if row["candidate_positives"] is not None and \
+        row["auc"] is None else ""
     return (f"aid {row['aid']}: seeds {row['seed_rows']}, candidates {row['candidates']}, AUC {fmt(row['auc'])}, "
-            f"P@5% {fmt(row['precision@5%'])}, R@5% {fmt(row['recall@5%'])}, {steps}{row['seconds']:.2f}s{note}")
+            f"P@5% {fmt(row['precision@5%'])}, R@5% {fmt(row['recall@5%'])}, {row['seconds']:.2f}s; "
+            f"{row['adaptation']}: {row['adapted']}{note}")
 
 
-def _evaluate_mine(dy_model, model, dataset, config, rank, size):
+def _evaluate_mine(learned, dataset, config, rank, size):
     """This rank's campaigns (i % size == rank): [(dataset position, row, labels, scores, audience)]."""
-    from tools.utils.progress import Progress
-
     mine = (len(dataset) - rank + size - 1) // size
     progress = Progress(mine, every=1)
     local = []
     for i, campaign in enumerate(dataset):
         if i % size != rank:
             continue
-        row, scores, audience = evaluate_campaign(dy_model, model, campaign, config)
+        row, scores, audience = evaluate_campaign(learned, campaign, config)
         local.append((i, row, campaign["stage2"]["labels"], scores, audience))
         log.info("[%s] %s", progress.status(len(local), "campaigns"), _campaign_line(row))
     return local
@@ -100,11 +94,6 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
     """Summary metrics and report files of one epoch (rank 0), written into
     `out_dir` (a temporary directory, swapped in whole by the caller): the
     payload of metrics.json."""
-    import numpy as np
-
-    from tools.utils import metrics, report
-    from tools.utils.checkpoint import read_state
-
     campaigns = [row for _, row, _, _, _ in gathered]
     labels = np.concatenate([labels for _, _, labels, _, _ in gathered])
     scores = np.concatenate([scores for _, _, _, scores, _ in gathered])
@@ -130,7 +119,7 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
     if config["runner.report_png"]:
         # unlabelled: the score histogram, with the audience's cut-off when there is one campaign
         cutoff = np.sort(scores)[-campaigns[0]["audience_size"]] if labels is None and len(campaigns) == 1 else None
-        report.draw_report(os.path.join(out_dir, "report.png"), split_name(config), campaigns, labels, scores,
+        plots.draw_report(os.path.join(out_dir, "report.png"), split_name(config), campaigns, labels, scores,
                            gains, cutoff)
     fmt = metrics.fmt
     log.info("epoch %d summary: AUC %s, GAUC %s, P@5%% %s, R@5%% %s, lift@5%% %s over %d campaigns "
@@ -144,25 +133,13 @@ def _claim_output(out_dir):
     """Lock `out_dir` (beside it: the directory itself is replaced whole) and
     undo the leftovers of a killed infer. Refuses a directory that holds
     anything infer does not write, since replacing it would delete that."""
-    from metaheac.files import DirLock, clean_leftovers
-
     out_dir = os.path.abspath(out_dir)
-    try:
-        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"runner.output_dir: cannot create {os.path.dirname(out_dir)} ({exc.strerror}); choose "
-                          f"a writable directory") from None
-    lock = DirLock(out_dir + ".lock", "runner.output_dir").acquire()
-    try:
-        for note in clean_leftovers(os.path.dirname(out_dir), os.path.basename(out_dir)):
-            log.warning("%s", note)
-        foreign = sorted(set(os.listdir(out_dir)) - set(OUTPUTS)) if os.path.isdir(out_dir) else []
-        if foreign:
-            raise ConfigError(f"runner.output_dir: {out_dir} holds {foreign[:5]}, which infer did not write and "
-                              f"would replace; choose a new or empty runner.output_dir")
-    except BaseException:
+    lock = claim(out_dir + ".lock", "runner.output_dir", os.path.dirname(out_dir), os.path.basename(out_dir))
+    foreign = sorted(set(os.listdir(out_dir)) - set(OUTPUTS)) if os.path.isdir(out_dir) else []
+    if foreign:
         lock.release()
-        raise
+        raise ConfigError(f"runner.output_dir: {out_dir} holds {foreign[:5]}, which infer did not write and "
+                          f"would replace; choose a new or empty runner.output_dir")
     return lock
 
 
@@ -171,22 +148,15 @@ def evaluate(config):
 
     Each epoch's output directory is written under a temporary name and
     swapped in at the end: a killed infer leaves the previous output whole."""
-    from metaheac.files import atomic_dir
-    from tools.utils import distributed, report
-    from tools.utils.checkpoint import check_one_run, infer_root, load_checkpoint
-
     rank, size, _ = distributed.start(config)
-    dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
     reader = runtime.load_module(config, config["runner.infer_reader_path"], "runner.infer_reader_path")
     test_dir = require(config, "runner.test_data_dir")
     dataset = reader.RecDataset(runtime.list_files(test_dir, "runner.test_data_dir"), config)
-    model = dy_model.create_model(config)
-    model.eval()
-    check_one_run(infer_root(config))
+    model = build_network(config)
 
     results = []
     for epoch in range(config["runner.infer_start_epoch"], config["runner.infer_end_epoch"]):
-        ckpt = load_checkpoint(os.path.join(infer_root(config), str(epoch)), model, key="runner.infer_load_path")
+        learned, ckpt = load_epoch(config, model, epoch)
         out_dir = output_dir(config, epoch)
         error = lock = None
         if rank == 0:
@@ -199,15 +169,13 @@ def evaluate(config):
             log.info("epoch %d: evaluating %s on %d campaigns of %s%s", epoch, ckpt, len(dataset), test_dir,
                      f" over {size} ranks" if size > 1 else "")
             start = time.time()
-            local = _evaluate_mine(dy_model, model, dataset, config, rank, size)
+            local = _evaluate_mine(learned, dataset, config, rank, size)
             # every rank's campaigns, back in dataset order (rank 0 reports)
             gathered = sorted((item for part in distributed.gather(local) for item in part), key=lambda t: t[0])
             if rank == 0:
                 payload = {}
                 atomic_dir(out_dir, lambda tmp: payload.update(
                     _report(config, epoch, ckpt, dataset, gathered, tmp, time.time() - start)))
-                if config["runner.metrics_path"]:
-                    report.write_json(config["runner.metrics_path"], payload)
                 log.info("wrote %s: %s", out_dir, ", ".join(sorted(os.listdir(out_dir))))
                 results.append(payload)
         finally:
@@ -216,7 +184,7 @@ def evaluate(config):
     return results
 
 
-parser, main = runtime.Cli("MetaHeac per-campaign fine-tuning and evaluation: metrics.json, campaigns.csv,\n"
+parser, main = runtime.Cli("MetaHeac per-campaign adaptation and evaluation: metrics.json, campaigns.csv,\n"
                            "audience/<aid>.csv and report.png in runner.output_dir",
                            "python infer.py -m config.yaml -o runner.test_data_dir=data/test_cold",
                            lambda config, args: evaluate(config)).bound()

@@ -15,6 +15,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+# Lookup gates: std of the random starting logits. Sharp enough that each
+# category is routed to a few experts from the first step (docs/experiments.md).
+GATE_INIT_STD = 2.0
+
 
 def softmax(z):
     """Softmax over the last axis; F.softmax has no double grad in Paddle 3.3.1."""
@@ -40,15 +44,10 @@ class MetaHeacNet(nn.Layer):
     Fg ad fields the gates see, K experts, H expert output size, O critics.
     """
 
-    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, dropout=0.0, embedding_init_std=None,
-                 expert_activation="relu", gate_fields=None, wide=False, gate="mlp", gate_init_std=1.0,
-                 campaign_clusters=0):
+    def __init__(self, schema, embed_dim, mlp_dims, num_expert, num_output, gate_fields=None, wide=False,
+                 gate="mlp"):
         super().__init__()
         self.schema = schema
-        self.dropout = dropout  # on expert hidden units, in training mode only
-        # "linear" experts make the model a task-gated linear scorer over the
-        # embeddings (a mixture of per-campaign-type logistic regressions)
-        self.expert_activation = expert_activation
         self.embed_dim = E = embed_dim
         self.num_expert = K = num_expert
         self.num_output = num_output
@@ -62,16 +61,12 @@ class MetaHeacNet(nn.Layer):
         # campaign id) have an untrained embedding at test time: noise to the gate.
         self.gate_positions = schema.gate_positions(gate_fields)
         gate_in = (len(self.gate_positions) + 1) * E
-        # Table rows of the ad ids meta-training saw (set by the trainer, saved
-        # with the checkpoint): routing by the seeds picks only among them, as
-        # an unseen id's gate rows were never trained. None: unknown, any row.
-        self.trained_ad_rows = None
 
         # Each parameter's group (embedding, wide, gate, expert, critic) is named
         # where it is created: learning-rate multipliers and what fine-tuning
         # adapts are set per group (param_group).
         self._groups = {}
-        self._add("embedding", "embedding", self._embedding_table(schema, E, embedding_init_std))
+        self._add("embedding", "embedding", self._embedding_table(schema, E))
         # Tables indexed by the same rows as `embedding` (the meta step and
         # fine-tuning cut all of them to the rows a task touches).
         self.row_tables = ["embedding"]
@@ -93,10 +88,10 @@ class MetaHeacNet(nn.Layer):
             # experts specialise at once (like hash routing); learnt routing from
             # a uniform start must first break the experts' symmetry, and did
             # not (docs/experiments.md). Only ad rows are read, so only they are
-            # kept: over the full vocabulary the rest (99.8%) would be 110 MB of
-            # weights, gradients and Adam moments that nothing reads. Drawn for
-            # every row and cut, so the random stream is that of a whole table.
-            logits = paddle.normal(0.0, gate_init_std, [schema.num_rows, K + num_output])[self.gate_base:]
+            # kept: the user rows would be weights, gradients and Adam moments
+            # that nothing reads. Drawn for every row and cut, so the random
+            # stream is that of a whole table.
+            logits = paddle.normal(0.0, GATE_INIT_STD, [schema.num_rows, K + num_output])[self.gate_base:]
             table = self.create_parameter(logits.shape, default_initializer=nn.initializer.Constant(0.0))
             table.set_value(logits)
             self._add("gate_table", "gate", table)
@@ -122,8 +117,6 @@ class MetaHeacNet(nn.Layer):
         def buffer(name, array):
             self.register_buffer(name, paddle.to_tensor(array), persistable=False)
 
-        if campaign_clusters:
-            self._pooled_buffers(campaign_clusters)
         buffer("col_offsets", schema.col_offsets)                       # [C]
         buffer("seq_field_of_col", schema.seq_field_of_col)             # [W]
         buffer("seq_pos", schema.seq_pos)                               # [W]
@@ -148,60 +141,6 @@ class MetaHeacNet(nn.Layer):
         """The fused-table row that row 0 of row table `name` holds."""
         return self.gate_base if name == "gate_table" else 0
 
-    def cut(self, name, table, rows=None, take=paddle.gather):
-        """Table rows `rows` [U] (None: all) of row table `name` -> [U, D], with
-        zeros for rows the table does not hold (below row_base: never read):
-        what forward_rows reads when given parameters. Rows below row_base
-        must come first (sorted rows do). take(table, idx) gathers."""
-        base = self.row_base(name)
-        if rows is None:
-            if not base:
-                return table
-            return paddle.concat([paddle.zeros([base, table.shape[1]], table.dtype), table])  # [R, D]
-        if not base:
-            return take(table, rows)
-        below = int((rows < base).sum())
-        held = take(table, rows[below:] - base)                                        # [U - below, D]
-        return paddle.concat([paddle.zeros([below, table.shape[1]], table.dtype), held]) if below else held
-
-    def _pooled_buffers(self, k):
-        """Room for k regressions pooled over groups of past campaigns
-        (metaheac/clusters.py): fitted by the trainer before meta-training,
-        saved with the parameters, read by the adaptation alone (never by
-        forward). Size 0: not fitted."""
-        for name, shape in (("pooled_w", [k, self.schema.ad[0].offset]), ("pooled_b", [k]), ("pooled_size", [k])):
-            self.register_buffer(name, paddle.zeros(shape), persistable=True)
-
-    def upgrade_state(self, state):
-        """A state dict written when the gate table held every row: cut to the
-        ad rows. The pooled regressions are the checkpoint's, however many it
-        holds (infer needs no hyper_parameters.campaign_clusters); one without
-        (PaddleRec's trainer, older checkpoints) has none fitted."""
-        table = state.get("gate_table")
-        if self.gate_base and table is not None and table.shape[0] == self.schema.num_rows:
-            state = {**state, "gate_table": table[self.gate_base:]}
-        saved = state.get("pooled_w")
-        if saved is not None and list(getattr(getattr(self, "pooled_w", None), "shape", [])) != list(saved.shape):
-            self._pooled_buffers(saved.shape[0])
-        for name in ("pooled_w", "pooled_b", "pooled_size"):
-            if hasattr(self, name) and name not in state:
-                state = {**state, name: np.zeros(getattr(self, name).shape, np.float32)}
-        return state
-
-    def set_clusters(self, clusters):
-        """Keep the pooled regressions of metaheac/clusters.py (a Clusters);
-        groups beyond the fitted ones stay unused (size 0)."""
-        k = self.pooled_size.shape[0]
-        g = min(k, clusters.sizes.size)
-        w, b, size = np.zeros(self.pooled_w.shape, np.float32), np.zeros(k, np.float32), np.zeros(k, np.float32)
-        w[:g], b[:g], size[:g] = clusters.w[:g], clusters.b[:g], clusters.sizes[:g]
-        for name, value in (("pooled_w", w), ("pooled_b", b), ("pooled_size", size)):
-            getattr(self, name).set_value(value)
-
-    @property
-    def clusters_fitted(self):
-        return hasattr(self, "pooled_size") and bool((self.pooled_size.numpy() > 0).any())
-
     def _weight(self, shape, fan_in, fan_out):
         init = nn.initializer.XavierUniform(fan_in=fan_in, fan_out=fan_out)
         return self.create_parameter(shape, default_initializer=init)
@@ -209,15 +148,10 @@ class MetaHeacNet(nn.Layer):
     def _bias(self, shape):
         return self.create_parameter(shape, is_bias=True, default_initializer=nn.initializer.Constant(0.0))
 
-    def _embedding_table(self, schema, E, std=None):
-        # One table for all fields. By default each field's block is initialised
-        # as its own Xavier-uniform table would be (PaddleRec); with `std`, all
-        # rows start N(0, std), so ids never seen in training (e.g. a new
-        # campaign's ad ids) stay close to neutral.
+    def _embedding_table(self, schema, E):
+        # One table for all fields, each field's block initialised as its own
+        # Xavier-uniform table would be (PaddleRec).
         table = self.create_parameter([schema.num_rows, E])
-        if std is not None:
-            table.set_value(paddle.normal(0.0, std, [schema.num_rows, E]))
-            return table
         blocks = [paddle.uniform([f.vocab_size, E], min=-math.sqrt(6.0 / (f.vocab_size + E)),
                                  max=math.sqrt(6.0 / (f.vocab_size + E))) for f in schema.fields]
         table.set_value(paddle.concat(blocks, axis=0))
@@ -291,15 +225,14 @@ class MetaHeacNet(nn.Layer):
         """Expert outputs [B, K, H] of the user-field embeddings [B, F, E]."""
         K = self.num_expert
         user = user.reshape([-1, self.schema.num_user_fields * self.embed_dim])          # [B, F*E]
-        relu = paddle.nn.functional.relu if self.expert_activation == "relu" else (lambda x: x)
+        relu = paddle.nn.functional.relu
         h = relu(affine(user, p["expert_w0"], p["expert_b0"], ones)).reshape([-1, K, self.mlp_dims[0]])
         if len(self.mlp_dims) == 1:
-            return self._dropout(h)                                                        # [B, K, h0]
-        h = self._dropout(h.transpose([1, 0, 2]))                                          # [K, B, h0]
+            return h                                                                       # [B, K, h0]
+        h = h.transpose([1, 0, 2])                                                         # [K, B, h0]
         ones_k = ones.unsqueeze(0).expand([K, -1, 1])                                      # [K, B, 1]
         for i in range(1, len(self.mlp_dims)):
-            h = paddle.bmm(h, p[f"expert_w{i}"]) + paddle.bmm(ones_k, p[f"expert_b{i}"])
-            h = self._dropout(relu(h))                                                     # [K, B, hi]
+            h = relu(paddle.bmm(h, p[f"expert_w{i}"]) + paddle.bmm(ones_k, p[f"expert_b{i}"]))  # [K, B, hi]
         return h.transpose([1, 0, 2])                                                      # [B, K, H]
 
     @staticmethod
@@ -307,8 +240,8 @@ class MetaHeacNet(nn.Layer):
         """Click probabilities [B, R] under R routings: the critics read the
         experts' outputs h [B, K, H] mixed by each routing's expert gate
         [B, R, K], and are mixed by its critic gate [B, R, O]. One bmm mixes
-        the experts for every routing (the element-wise product summed over K
-        cost more, 20x more at R = 20)."""
+        the experts for every routing (cheaper than the element-wise product
+        summed over K)."""
         n_routes, hidden = expert_gate.shape[1], h.shape[2]
         mixed = paddle.bmm(expert_gate, h).reshape([-1, hidden])                          # [B R, H]
         ones = paddle.ones_like(mixed[:, :1])                                             # [B R, 1]
@@ -322,7 +255,7 @@ class MetaHeacNet(nn.Layer):
     def _inputs(self, rows, seq_lengths, params):
         """The parameter dict, _represent's outputs, ones [B, 1] and the row
         base of gate_rows: the network's own gate table holds only the ad rows
-        (row_base); given parameters hold what `rows` index (cut)."""
+        (row_base); given parameters hold what `rows` index (rows.cut)."""
         p = params if params is not None else dict(self.named_parameters())
         user, gate_rows, wide = self._represent(rows, seq_lengths, p)                     # [B, F, E]
         shift = self.gate_base if params is None else 0
@@ -336,8 +269,8 @@ class MetaHeacNet(nn.Layer):
     def forward_rows(self, rows, seq_lengths, params=None):
         """rows [B, C] index the row tables (params['embedding'] and, when
         present, 'wide' and 'gate_table'): the network's own (params None),
-        whole tables as cut(name, table) gives them, or slices of the rows a
-        task touches (cut(name, table, rows)) with rows remapped into them."""
+        whole tables as rows.cut gives them, or slices of the rows a task
+        touches (rows.cut with rows) with rows remapped into them."""
         p, user, gate_rows, wide, ones, _ = self._inputs(rows, seq_lengths, params)
         h = self._experts(user, p, ones)                                                   # [B, K, H]
         expert_gate, critic_gate = self._gates(user, gate_rows, p, ones)                   # [B, K], [B, O]
@@ -366,13 +299,6 @@ class MetaHeacNet(nn.Layer):
         """The expert gate [B, K] and critic gate [B, O]: how each row's campaign is routed."""
         p, user, gate_rows, _, ones, _ = self._inputs(rows, seq_lengths, params)
         return self._gates(user, gate_rows, p, ones)
-
-    def _dropout(self, h):
-        """Inverted dropout as a mask product (F.dropout has no double grad)."""
-        if not self.training or self.dropout <= 0:
-            return h
-        keep = (paddle.rand(h.shape, dtype=h.dtype) >= self.dropout).astype(h.dtype)
-        return h * keep / (1.0 - self.dropout)
 
     @staticmethod
     def _mlp_gate(task, p, name, ones):

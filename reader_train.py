@@ -4,12 +4,10 @@ of `train_stage1.pkl` (or one `<prefix>_stage1.pkl`; other .pkl files are not
 read).
 
 Sampling is O(batch) per task whatever the dataset size: campaigns are
-contiguous row ranges of the store. Support and query are drawn independently
-from the campaign (as in the authors' code and PaddleRec), or from disjoint
-rows with hyper_parameters.support_query=disjoint; a campaign with fewer rows
-than needed is sampled with replacement instead of failing.
-Campaigns are drawn with probability set by hyper_parameters.task_sampling:
-``normal`` proportional to rows, ``sqrt`` to sqrt(rows), ``unit`` uniform.
+contiguous row ranges of the store. Campaigns are drawn in proportion to
+their rows; support and query are drawn independently from the campaign (as
+in the authors' code and PaddleRec); a campaign with fewer rows than needed
+is sampled with replacement instead of failing.
 
 runner.meta_val_fraction keeps a share of the campaigns out of training for
 meta-validation, once a trainer asks for them (validation_tasks;
@@ -40,7 +38,6 @@ class RecDataset(IterableDataset):
         self.schema = schema_from_config(config)
         self.batch_size = config["hyper_parameters.batch_size"]
         self.task_count = config["hyper_parameters.task_count"]
-        self.disjoint = config["hyper_parameters.support_query"] == "disjoint"
         self.seed = config["runner.seed"]
         self.epoch = 0
         self.rank, self.world = 0, 1
@@ -48,7 +45,6 @@ class RecDataset(IterableDataset):
         # every campaign of every file: (store, first row, end row)
         self.tasks = [(s, int(a), int(b)) for s in self.stores
                       for a, b in zip(s.task_offsets[:-1], s.task_offsets[1:])]
-        self.sampling = config["hyper_parameters.task_sampling"]
         self.val_fraction = config["runner.meta_val_fraction"]
         self.val_tasks, self._validation = [], None
         self._index()
@@ -64,11 +60,9 @@ class RecDataset(IterableDataset):
         sizes = np.array([b - a for _, a, b in self.tasks], dtype=np.float64)
         self.num_rows = int(sizes.sum())
         # table rows of every ad id (and cross) of the training campaigns: the ids routing may pick
-        first_ad = len(self.schema.static) + self.schema.seq_width
         firsts = self.schema.table_rows(np.stack([np.asarray(s.ids[a]) for s, a, _ in self.tasks]))  # [T, C']
-        self.ad_rows = sorted({int(r) for r in firsts[:, first_ad:].ravel()})
-        w = {"normal": sizes, "sqrt": np.sqrt(sizes), "unit": np.ones_like(sizes)}[self.sampling]
-        self.task_probs = w / w.sum()
+        self.ad_rows = sorted({int(r) for r in firsts[:, self.schema.first_ad_col:].ravel()})
+        self.task_probs = sizes / sizes.sum()
 
     def _hold_out(self):
         """Move round(meta_val_fraction * campaigns) campaigns (at least 1,
@@ -86,8 +80,8 @@ class RecDataset(IterableDataset):
                     "per epoch", n_val, len(self.tasks), self.num_rows, self.num_batches())
 
     def validation_tasks(self):
-        """The held-out campaigns as (support, query) pairs of dicts of rows
-        (table rows), lengths, labels, built once (the same at every check):
+        """The held-out campaigns as (support, query) pairs of dicts of aid,
+        rows (table rows), lengths, labels, built once (the same at every check):
         support is batch_size of a campaign's rows, a seed set; query up to
         VAL_QUERY_ROWS of the others. The first call holds them out of
         training: a trainer that never asks (PaddleRec's) trains on all."""
@@ -98,14 +92,16 @@ class RecDataset(IterableDataset):
                 rows = start + np.random.default_rng([self.seed, VAL_STREAM, start]).permutation(end - start)
                 n_sup = min(self.batch_size, max(rows.size // 2, 1))
                 parts = rows[:n_sup], rows[n_sup:n_sup + VAL_QUERY_ROWS]
-                self._validation.append(tuple(dict(zip(("rows", "lengths", "labels"), self._take(store, np.sort(p))))
+                aid = int(store.aids[start])
+                self._validation.append(tuple({"aid": aid, **dict(zip(("rows", "lengths", "labels"),
+                                                                      self._take(store, np.sort(p))))}
                                               for p in (parts[0], parts[1] if parts[1].size else parts[0])))
         return self._validation
 
     def campaigns(self):
         """(sizes [T], take) of the training campaigns: their row counts, and
         take(i) -> all of campaign i's rows [n, C] (table rows), lengths and
-        labels (metaheac/clusters.py)."""
+        labels (metaheac/groups.py)."""
         def take(i):
             store, start, end = self.tasks[i]
             return self._take(store, np.arange(start, end))
@@ -136,17 +132,7 @@ class RecDataset(IterableDataset):
     def _pick(self, start, end, rng):
         """Row indices of the support and the query batch of one campaign."""
         n, b = end - start, self.batch_size
-        if not self.disjoint:
-            return (start + rng.choice(n, size=b, replace=n < b), start + rng.choice(n, size=b, replace=n < b))
-        if n >= 2 * b:
-            rows = start + rng.choice(n, size=2 * b, replace=False)
-            return rows[:b], rows[b:]
-        # too small for two disjoint batches: split the campaign in halves and
-        # draw each batch from its own half (with replacement)
-        rows = start + rng.permutation(n)
-        half = max(n // 2, 1)
-        query_pool = rows[half:] if n > 1 else rows
-        return rng.choice(rows[:half], size=b), rng.choice(query_pool, size=b)
+        return start + rng.choice(n, size=b, replace=n < b), start + rng.choice(n, size=b, replace=n < b)
 
     def _take(self, store, rows):
         ids, lengths, labels = store.take(rows)

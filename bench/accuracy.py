@@ -201,7 +201,7 @@ def bayes_and_label_entropy(data_dir, schema):
 def network_config(config_path, opts, data_dir, run_dir, extra=()):
     """The config for one network run: the config and -o overrides, then
     this run's paths (all under run_dir, the repo's files are not touched)."""
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     config = load_config(config_path, [*opts, *extra], cwd=os.getcwd())
     last = config["runner.epochs"] - 1  # the epoch evaluated is fixed in advance: the last one
@@ -409,7 +409,7 @@ def bucket_table(buckets):
 def run_dataset(args, data_dir, config_path, opts, workdir, networks):
     """Every method on one dataset: ({method: result}, {network: per-seed GAUCs})."""
     from metaheac.schema import schema_from_config
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     base = load_config(config_path, opts, cwd=os.getcwd())
     schema, seed = schema_from_config(base), base["runner.seed"]
@@ -510,7 +510,7 @@ def main(argv=None):
 
     from metaheac.errors import ConfigError
     from tools.utils import runtime
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     try:  # a bad config or -o stops here, before any work, with the config's own message
         base = load_config(args.config, args.opt, cwd=os.getcwd())

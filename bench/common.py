@@ -23,7 +23,7 @@ def dataset(scale, n_train=40, seed=2021, max_idxs=FULL_MAX_IDXS):
 
 
 def config(overrides=(), base="config_big.yaml"):
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     return load_config(os.path.join(ROOT, base), list(overrides))
 

@@ -14,7 +14,7 @@ from common import BENCH_DIR, ROOT
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
-from tools.utils.config import load_config
+from tools.utils.yaml_config import load_config
 from metaheac.schema import schema_from_config
 from metaheac.store import open_store
 cfg = load_config({config!r}, ["runner.cache_dir={cache}"])

@@ -70,7 +70,7 @@ def main(argv=None):
 
     from tools.campaign import load_model
     from tools.utils import runtime
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
     from metaheac.store import convert_frame, read_dataframe
 
     config = load_config(args.config, args.opt, cwd=os.getcwd())

@@ -5,8 +5,10 @@ old one in place.
 Temporary names are `<final>.tmp-<pid>` and `<final>.old-<pid>`, so the
 leftovers of a killed process are recognisable (`clean_leftovers`).
 
-`DirLock` keeps a second process out of a directory that a run is writing.
+`DirLock` keeps a second process out of a directory that a run is writing;
+`claim` takes it and cleans up after killed writes.
 """
+import fcntl
 import glob
 import json
 import logging
@@ -105,61 +107,92 @@ def clean_leftovers(directory, name=None):
     return done
 
 
+def claim(lock_path, key, directory, name=None):
+    """Create `directory`, take the DirLock at lock_path, then undo the
+    leftovers of killed atomic writes in `directory` (of `name` only, if
+    given), each logged: the start of a run that writes there. `key` is the
+    config key the messages tell to change. Returns the lock."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot create {directory} ({exc.strerror}); choose a writable directory") from None
+    lock = DirLock(lock_path, key).acquire()
+    try:
+        for note in clean_leftovers(directory, name):
+            logger.warning("%s", note)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 class DirLock:
-    """One run per directory: `path` is created with O_CREAT|O_EXCL and holds
-    the owner's pid, host and start time. A second process gets a ConfigError
-    naming the holder; a lock left by a dead process of this host is taken
-    over with a warning. `key` is the config key the message tells to change."""
+    """One run per directory: an exclusive advisory lock (flock) on the file
+    `path`, which holds the owner's pid, host and start time. The kernel
+    drops the lock when its process ends, however it ends, so a dead run
+    leaves nothing to take over, and two processes can never both hold it.
+    A second process gets a ConfigError naming the holder. `key` is the
+    config key the message tells to change."""
 
     def __init__(self, path, key):
-        self.path, self.key, self.held = os.fspath(path), key, False
+        self.path, self.key, self.fd = os.fspath(path), key, None
 
-    def _create(self):
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, f)
-        except BaseException:  # an empty lock would name no holder
-            os.remove(self.path)
-            raise
+    @property
+    def held(self):
+        return self.fd is not None
 
     def _holder(self):
         try:
             with open(self.path, encoding="utf-8") as f:
                 return json.load(f)
-        except (OSError, ValueError):  # being written, or not ours: treat as held by someone unknown
+        except (OSError, ValueError):  # being written, or not ours: someone unknown
             return {}
 
     def acquire(self):
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # read-only, full, no permission: found before any work is done
+                raise ConfigError(f"{self.path}: cannot write there ({exc.strerror}); choose a writable "
+                                  f"{self.key}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                holder = self._holder()
+                raise ConfigError(f"{self.path}: in use by pid {holder.get('pid')} on {holder.get('host')} since "
+                                  f"{holder.get('started')}; wait for that run to end or choose another "
+                                  f"{self.key}") from None
+            try:  # a holder releasing it removes the file: locked, it must still be the file at `path`
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        previous = self._holder().get("pid")
+        if isinstance(previous, int) and previous != os.getpid():
+            logger.warning("%s: taking over the lock of pid %d, which is no longer running", self.path, previous)
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}).encode()
         try:
-            self._create()
-        except FileExistsError:
-            self._take_over()
-        except OSError as exc:  # read-only, full, no permission: found before any work is done
+            os.ftruncate(fd, 0)
+            os.write(fd, record)
+        except OSError as exc:
+            os.close(fd)
             raise ConfigError(f"{self.path}: cannot write there ({exc.strerror}); choose a writable "
                               f"{self.key}") from None
-        self.held = True
+        self.fd = fd
         return self
 
-    def _take_over(self):
-        holder = self._holder()
-        pid, host = holder.get("pid"), holder.get("host")
-        if not (host == socket.gethostname() and isinstance(pid, int) and not _alive(pid)):
-            raise ConfigError(f"{self.path}: in use by pid {pid} on {host} since {holder.get('started')}; "
-                              f"wait for that run to end or choose another {self.key} (if no such run is "
-                              f"going on, delete the lock file)") from None
-        logger.warning("%s: taking over the lock of pid %d, which is no longer running", self.path, pid)
-        os.remove(self.path)
-        try:
-            self._create()
-        except FileExistsError:  # another process took it over first
-            raise ConfigError(f"{self.path}: taken by another run just now; choose another {self.key}") from None
-
     def release(self):
-        if self.held and self._holder().get("pid") == os.getpid():
-            os.remove(self.path)
-        self.held = False
+        if self.fd is None:
+            return
+        try:
+            os.remove(self.path)  # still locked: a process that opened it meanwhile sees it gone and retries
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
 
     def __enter__(self):
         return self.acquire()

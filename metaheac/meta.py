@@ -16,6 +16,7 @@ import paddle
 from paddle.autograd import PyLayer
 
 from metaheac.loss import bce_loss
+from metaheac.rows import cut
 
 
 class DecayedRows(PyLayer):
@@ -57,7 +58,7 @@ def inner_adapt(net, params, rows, lengths, labels, lr, steps, second_order):
     return params
 
 
-def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_rows=True, table_decay=0.0):
+def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, table_decay=0.0):
     """Mean query loss over the tasks of a meta-batch after adapting on each
     task's support set.
 
@@ -65,34 +66,19 @@ def meta_train_loss(net, tasks, rows, local_lr, order=1, inner_steps=1, adapt_ro
     task touches; tasks: dicts with idx [Ut] (the task's rows, as positions
     in `rows`), sup_rows / qry_rows [B, C] (ids as positions in idx),
     sup_lengths / qry_lengths [B, Fq], sup_labels / qry_labels [B].
+    table_decay: the outer step's L2 weight decay of the row tables, added
+    to their gradients here (DecayedRows) rather than by the optimizer.
     """
     base = dict(net.named_parameters())
-    if adapt_rows:
-        # One gather per table for the whole meta-batch: each table's (dense)
-        # gradient is then built once per step rather than once per task.
-        take = (lambda t, idx: DecayedRows.apply(t, idx, table_decay)) if table_decay else paddle.gather
-        batch_slices = {n: net.cut(n, base[n], rows, take) for n in net.row_tables}  # [U, E], ...
+    # One gather per table for the whole meta-batch: each table's (dense)
+    # gradient is then built once per step rather than once per task.
+    take = (lambda t, idx: DecayedRows.apply(t, idx, table_decay)) if table_decay else paddle.gather
+    batch_slices = {n: cut(net, n, base[n], rows, take) for n in net.row_tables}  # [U, E], ...
     losses = []
     for task in tasks:
         params = dict(base)
-        sup_rows, qry_rows = task["sup_rows"], task["qry_rows"]
-        if adapt_rows:
-            params.update({n: paddle.gather(t, task["idx"]) for n, t in batch_slices.items()})  # [Ut, E], ...
-        else:  # whole table: map local ids back to table rows
-            params.update({n: net.cut(n, base[n]) for n in net.row_tables})  # [R, E], ...
-            table_rows = paddle.gather(rows, task["idx"])
-            sup_rows = paddle.gather(table_rows, sup_rows.reshape([-1])).reshape(sup_rows.shape)
-            qry_rows = paddle.gather(table_rows, qry_rows.reshape([-1])).reshape(qry_rows.shape)
-        fast = inner_adapt(net, params, sup_rows, task["sup_lengths"], task["sup_labels"],
+        params.update({n: paddle.gather(t, task["idx"]) for n, t in batch_slices.items()})  # [Ut, E], ...
+        fast = inner_adapt(net, params, task["sup_rows"], task["sup_lengths"], task["sup_labels"],
                            local_lr, inner_steps, second_order=(order == 2))
-        losses.append(bce_loss(net.forward_rows(qry_rows, task["qry_lengths"], fast), task["qry_labels"]))
+        losses.append(bce_loss(net.forward_rows(task["qry_rows"], task["qry_lengths"], fast), task["qry_labels"]))
     return paddle.stack(losses).mean()
-
-
-def table_decay(config):
-    """The weight decay meta_train_loss adds to the row tables' gradients:
-    the configured one with touched-row adaptation, else 0 (the optimizer's
-    L2Decay does it)."""
-    if config["hyper_parameters.adapt_embedding"] != "rows":
-        return 0.0
-    return config["hyper_parameters.optimizer.weight_decay"]

@@ -63,13 +63,6 @@ class Pool:
                    int_column(frame, self.schema.user_id_col, self.path), ids, lengths)
 
 
-def campaign_rows(schema, user_ids, ad_ids):
-    """Table rows [n, C (+ crosses)] of users [n, Fs + W] seen by the campaign whose raw ad ids are ad_ids [Fa]."""
-    ids = np.concatenate([user_ids, np.broadcast_to(ad_ids.astype(user_ids.dtype), (len(user_ids), ad_ids.size))],
-                         axis=1)
-    return schema.table_rows(ids)
-
-
 class TopK:
     """The k best candidates seen so far, ties to the earlier pool position,
     so the ranking does not depend on how the pool was chunked."""

@@ -1,9 +1,13 @@
-"""Routing a campaign by its seeds (runner.route_prior), before fine-tuning."""
+"""Routings: which gate ids a campaign may be routed by, and how well each
+explains its seeds. The seeds' mixture (metaheac/mixture.py) weighs them;
+fine-tuning (metaheac/finetune.py) routes a campaign by the most probable
+one first (choose_route)."""
 import logging
 
 import numpy as np
 import paddle
 
+from metaheac.adapted import both_classes
 from metaheac.loss import EPS
 
 logger = logging.getLogger(__name__)
@@ -24,21 +28,19 @@ def describe_route(route):
 
 def gate_columns(net):
     """Columns of the rows [n, C] holding the gate fields' ids."""
-    schema = net.schema
-    first_ad = len(schema.static) + schema.seq_width
-    return [(first_ad + pos, schema.ad[pos]) for pos in net.gate_positions]
+    first_ad = net.schema.first_ad_col
+    return [(first_ad + pos, net.schema.ad[pos]) for pos in net.gate_positions]
 
 
-def candidate_routes(net, rows):
+def candidate_routes(net, rows, allowed=None):
     """The campaign's own gate ids and the alternatives it may be routed to:
     (routes for net.forward_routes, [None, (field, own row, row), ...]), the
-    first being None (its own ids). The alternatives are the gate-field ids
-    meta-training saw (net.trained_ad_rows; all when unknown)."""
+    first being None (its own ids). The alternatives are the gate-field rows
+    meta-training saw (`allowed`; all when None)."""
     routes, alternatives = [None], [None]
     for j, (col, field) in enumerate(gate_columns(net)):
         values, counts = np.unique(rows[:, col], return_counts=True)
         own = int(values[counts.argmax()])  # a campaign's ad ids are constant over its rows
-        allowed = net.trained_ad_rows
         for row in range(field.offset, field.offset + field.vocab_size):
             if row != own and (allowed is None or row in allowed):
                 routes.append((j, row))
@@ -68,7 +70,7 @@ def posterior(log_prior, log_lik):
     return post / post.sum()
 
 
-def choose_route(net, stage1, prior):
+def choose_route(learned, stage1, prior):
     """How the seeds route a campaign: None to keep its own gate-field ids, else
     {"field", "own_id", "id", "own_label", "label", "own_row", "row",
     "own_probability", "margin"}: give the campaign the gate inputs (the rows of every
@@ -84,7 +86,7 @@ def choose_route(net, stage1, prior):
     the meta-learned model decides (maximum a posteriori), read on at most
     ROUTE_MAX_SEEDS evenly spaced seeds. prior 0: off.
 
-    The alternatives are the ids meta-training saw (net.trained_ad_rows): an
+    The alternatives are the ids meta-training saw (learned.trained_ad_rows): an
     unseen id's gate rows are still their random start. From CHECK_MIN_SEEDS
     seeds on, the route is chosen on every other seed and kept only if it
     also beats the campaign's own ids on the rest ("margin": that gain in
@@ -93,31 +95,15 @@ def choose_route(net, stage1, prior):
     """
     if prior <= 0:
         return None
-    was_training = net.training
-    net.eval()  # no dropout: the likelihoods are compared with each other
-    try:
-        return _map_route(net, stage1, prior)
-    finally:
-        if was_training:
-            net.train()
-
-
-def _map_route(net, stage1, prior):
+    net = learned.net
     rows, lengths = stage1["rows"], stage1["lengths"]
     labels = stage1["labels"].astype(np.float64)
-    if labels.size == 0:
-        return None
-    if labels.min() == labels.max():
-        # Seeds of one class favour whichever route scores them most extreme,
-        # not the one that tells their users apart.
-        logger.warning("campaign %s: its %d seeds are all %s, so it keeps its own ids (routing needs positive "
-                       "and negative seeds)", stage1.get("aid", "?"), labels.size,
-                       "positive" if labels[0] else "negative")
+    if not both_classes(stage1):
         return None
     if labels.size > ROUTE_MAX_SEEDS:  # evenly spaced seeds: the evidence is decisive long before
         keep = np.linspace(0, labels.size - 1, ROUTE_MAX_SEEDS).round().astype(np.int64)
         rows, lengths, labels = rows[keep], lengths[keep], labels[keep]
-    routes, alternatives = candidate_routes(net, rows)
+    routes, alternatives = candidate_routes(net, rows, learned.trained_ad_rows)
     if len(routes) == 1:
         return None
     with paddle.no_grad():  # one pass: at most ROUTE_MAX_SEEDS rows

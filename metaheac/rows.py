@@ -3,9 +3,10 @@
 A task reads a few thousand of the table's rows; adapting only those (a
 small [U, E] slice, ids remapped into it) equals adapting the whole table.
 Done in numpy on the reader side (paddle.unique with return_inverse is
-pathologically slow on CPU in Paddle 3.3.1).
+very slow on CPU in Paddle 3.3.1: ../shared/notes).
 """
 import numpy as np
+import paddle
 
 
 def remap_rows(blocks, num_rows):
@@ -54,3 +55,21 @@ def padded_batches(rows, lengths, batch, pad):
         if pad and n < batch:
             part, part_len = (np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)]) for a in (part, part_len))
         yield part, part_len, n
+
+
+def cut(net, name, table, rows=None, take=paddle.gather):
+    """Table rows `rows` [U] (None: all) of the network's row table `name`
+    (its tensor `table`) -> [U, D], with zeros for rows the table does not
+    hold (below net.row_base: never read): what net.forward_rows reads when
+    given parameters. Rows below row_base must come first (sorted rows do).
+    take(table, idx) gathers."""
+    base = net.row_base(name)
+    if rows is None:
+        if not base:
+            return table
+        return paddle.concat([paddle.zeros([base, table.shape[1]], table.dtype), table])       # [R, D]
+    if not base:
+        return take(table, rows)
+    below = int((rows < base).sum())
+    held = take(table, rows[below:] - base)                                                    # [U - below, D]
+    return paddle.concat([paddle.zeros([below, table.shape[1]], table.dtype), held]) if below else held

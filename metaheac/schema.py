@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaheac.columns import LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, USER_ID, \
-    length_col
+from metaheac.columns import COLUMNS, LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS, \
+    USER_ID, length_col
 from metaheac.errors import ConfigError
 
 GROUPS = ("static", "sequence", "ad")
@@ -81,8 +81,7 @@ class FeatureSchema:
         self.col_offsets = np.array([f.offset for f in id_fields], dtype=np.int64)
         self.col_vocab = np.array([f.vocab_size for f in id_fields], dtype=np.int64)
         # per cross: (columns of its parts in the ids [C], their mixed-radix strides)
-        first_ad = len(self.static) + self.seq_width
-        ad_col = {f.name: first_ad + i for i, f in enumerate(self.data_ad)}
+        ad_col = {f.name: self.first_ad_col + i for i, f in enumerate(self.data_ad)}
         self.cross_parts = []
         self.cross_vocab = {}  # cross name -> vocabulary of each part
         for f in self.crosses:
@@ -104,6 +103,10 @@ class FeatureSchema:
         crossed = [f.offset + (ids[:, cols].astype(np.int64) * strides).sum(axis=1)
                    for f, (cols, strides) in zip(self.crosses, self.cross_parts)]
         return np.concatenate([rows, np.stack(crossed, axis=1)], axis=1)
+
+    def user_rows(self, user_ids):
+        """Per-field user ids [n, Fs + W] (numpy) -> their rows of the fused table, int64."""
+        return user_ids.astype(np.int64) + self.col_offsets[:self.first_ad_col]
 
     def id_label(self, field, value):
         """How a user reads id `value` of `field`: '36', or '36*3' for a cross."""
@@ -136,6 +139,11 @@ class FeatureSchema:
     @property
     def seq_width(self):
         return int(sum(f.width for f in self.sequence))
+
+    @property
+    def first_ad_col(self):
+        """The first ad column of the ids [n, C] and the table rows."""
+        return len(self.static) + self.seq_width
 
     @property
     def num_id_cols(self):
@@ -235,7 +243,13 @@ def schema_from_config(config):
         raise ConfigError("set exactly one of hyper_parameters.max_idxs (PaddleRec form) and "
                           "hyper_parameters.features (explicit schema)")
     fields = _from_max_idxs(max_idxs) if features is None else _from_features(features)
-    return FeatureSchema(fields, config.get("hyper_parameters.label_col") or LABEL,
-                         config.get("hyper_parameters.task_col") or TASK,
-                         config.get("hyper_parameters.user_id_col") or USER_ID,
+    columns = config.get("hyper_parameters.columns") or {}
+    unknown = sorted(set(columns) - set(COLUMNS))
+    bad = [k for k, v in columns.items() if not isinstance(v, str) or not v]
+    if unknown:
+        raise ConfigError(f"hyper_parameters.columns: unknown key(s) {unknown}; its keys are {sorted(COLUMNS)}")
+    if bad:
+        raise ConfigError(f"hyper_parameters.columns.{bad[0]} must be a column name, got {columns[bad[0]]!r}")
+    columns = {**COLUMNS, **columns}
+    return FeatureSchema(fields, columns["label"], columns["task"], columns["user_id"],
                          config.get("hyper_parameters.ad_crosses"))

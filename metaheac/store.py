@@ -257,7 +257,7 @@ def user_arrays(df, schema, path, lists=None):
     column order and sequence lengths [n, Fq] int32. lists: id-list columns
     already as [n, width] arrays, in place of the frame's cells."""
     n, index = len(df), df.index
-    ids = np.empty((n, len(schema.static) + schema.seq_width), dtype=np.int32)
+    ids = np.empty((n, schema.first_ad_col), dtype=np.int32)
     lengths = np.empty((n, len(schema.sequence)), dtype=np.int32)
     col = 0
     for f in schema.static:

@@ -8,7 +8,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.utils.config import load_config  # noqa: E402
+from tools.utils.yaml_config import load_config  # noqa: E402
 
 # A small explicit schema: 2 static, 2 sequence (widths 3 and 2), 2 ad fields.
 TINY_FEATURES = [

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from metaheac.config import SPEC
-from tools.utils.config import load_config, parse_override
+from tools.utils.yaml_config import load_config, parse_override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CLIS = ["tools.trainer", "infer", "tools.export", "tools.expand"]

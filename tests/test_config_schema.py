@@ -4,7 +4,7 @@ import pytest
 
 from conftest import random_rows, write_config
 from metaheac.errors import ConfigError
-from tools.utils.config import load_config
+from tools.utils.yaml_config import load_config
 from metaheac.columns import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC
 from metaheac.schema import schema_from_config
 

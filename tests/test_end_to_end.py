@@ -196,7 +196,7 @@ def test_export_matches_dygraph(trained, campaign):
     from paddle import inference
 
     from tools.campaign import finetune_campaign, read_campaign_file
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
     from metaheac.adapt import merged_state
 
     work, _ = trained

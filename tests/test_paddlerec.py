@@ -16,7 +16,7 @@ from conftest import ROOT, TINY_FEATURES, make_frame
 from dygraph_model import DygraphModel
 from metaheac.errors import DataError
 from metaheac.schema import schema_from_config
-from tools.utils.config import load_config
+from tools.utils.yaml_config import load_config
 
 
 def _sigmoid(x):

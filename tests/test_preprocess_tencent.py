@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tools import preprocess_tencent as pp
-from tools.utils.config import load_config
+from tools.utils.yaml_config import load_config
 from metaheac.columns import TENCENT_AD, TENCENT_SEQUENCE, TENCENT_STATIC, TENCENT_WIDTHS
 from metaheac.schema import schema_from_config
 from metaheac.store import cache_location, open_store

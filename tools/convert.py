@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from metaheac.errors import DataError  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
 from metaheac.store import read_dataframe  # noqa: E402
-from tools.utils.config import HelpFormatter  # noqa: E402
+from tools.utils.yaml_config import HelpFormatter  # noqa: E402
 
 
 def _arrow_column(values):

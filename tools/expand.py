@@ -4,15 +4,15 @@
     python tools/expand.py -m config.yaml --seeds many.parquet --candidates pool.parquet --out audiences/
 
 The seed file (.pkl or .parquet, the processed layout with labels) holds one
-or more campaigns: each is routed and fine-tuned on its seeds as infer does.
-The pool (.pkl or .parquet) holds the user id column and the user feature
-columns; label, campaign and ad columns are ignored. The pool is read once,
-chunk by chunk (runner.pool_chunk_rows), every campaign scores each chunk and
-keeps its top runner.audience_count (or runner.audience_fraction of the
-pool); campaigns adapted by wide_cv share one pass of the experts over a
-chunk (metaheac/scoring.score_campaigns). One campaign with --out FILE.csv:
-that ranked file (rank, user id, score). Otherwise --out is a directory:
-<aid>.csv per campaign and summary.csv.
+or more campaigns: each is adapted to its seeds as infer does
+(metaheac/adapt.py). The pool (.pkl or .parquet) holds the user id column
+and the user feature columns; label, campaign and ad columns are ignored.
+The pool is read once, POOL_CHUNK_ROWS users at a time; every campaign
+scores each chunk and keeps its top runner.audience_count (or
+runner.audience_fraction of the pool); campaigns of one kind of adaptation
+share what work they can (AdaptedCampaign.score_together). One campaign
+with --out FILE.csv: that ranked file (rank, user id, score). Otherwise
+--out is a directory: <aid>.csv per campaign and summary.csv.
 """
 import os
 import sys
@@ -20,15 +20,23 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.utils import runtime  # noqa: E402
+import tools.utils.startup  # noqa: E402,F401  (first: thread settings before paddle loads)
+
+from metaheac.adapt import adapt  # noqa: E402
+from metaheac.adapted import score_users  # noqa: E402
+from metaheac.errors import ConfigError  # noqa: E402
+from metaheac.pool import Pool, TopK  # noqa: E402
+from tools.utils import distributed, report, runtime  # noqa: E402
+from tools.utils.checkpoint import build_network, load_epoch  # noqa: E402
+from tools.utils.progress import Progress  # noqa: E402
+from tools.utils.seed_files import read_campaigns  # noqa: E402
 
 log = runtime.logger
+POOL_CHUNK_ROWS = 65536  # users read and scored at a time: bounds memory whatever the pool's size
 
 
 def _outputs(out, campaigns):
     """{aid: audience file}, and the summary file or None."""
-    from metaheac.errors import ConfigError
-
     if out.endswith(".csv"):
         if len(campaigns) > 1:
             raise ConfigError(f"--out {out}: the seed file holds {len(campaigns)} campaigns; give a directory "
@@ -38,34 +46,23 @@ def _outputs(out, campaigns):
 
 
 def expand(config, args):
-    from metaheac.pool import Pool, TopK
-    from metaheac.routing import describe_route
-    from metaheac.scoring import score_campaigns
-    from tools.campaign import finetune_campaign, load_model, read_campaigns
-    from tools.utils import report
-    from tools.utils.progress import Progress
-
     t0 = time.time()
-    _, model, ckpt = load_model(config, args.epoch)
+    distributed.start(config)
+    learned, ckpt = load_epoch(config, build_network(config), args.epoch)
+    schema = learned.net.schema
     campaigns = read_campaigns(args.seeds, config)
     files, summary_file = _outputs(args.out, campaigns)
-    pool = Pool(args.candidates, model.schema)
+    pool = Pool(args.candidates, schema)
     k = report.audience_size(pool.size, config)
     for c in campaigns:
         start = time.time()
-        c["tuned"] = finetune_campaign(model, c, config)
-        c["top"] = TopK(k)
-        tuned = c["tuned"]
-        how = (tuned.combination.describe() if tuned.combination else  # wide_cv takes no steps
-               f"{tuned.steps} fine-tune steps" + (f"; routed {describe_route(tuned.route)}" if tuned.route else ""))
-        log.info("campaign %d: adapted %s on %d seeds (%s) in %.1fs", c["aid"], ckpt, c["labels"].size, how,
-                 time.time() - start)
+        c["adapted"], c["top"] = adapt(learned, c, config), TopK(k)
+        log.info("campaign %d: adapted %s on %d seeds (%s: %s) in %.1fs", c["aid"], ckpt, c["labels"].size,
+                 c["adapted"].method, c["adapted"].describe(), time.time() - start)
 
-    chunk_rows = config["runner.pool_chunk_rows"]
-    progress = Progress(pool.size, every=chunk_rows)
-    for positions, user_ids, ids, lengths in pool.chunks(chunk_rows):
-        scores = score_campaigns(model, [c["tuned"] for c in campaigns], ids, lengths,
-                                 [c["ad_ids"] for c in campaigns], config["runner.score_batch_size"], pad=True)
+    progress = Progress(pool.size, every=POOL_CHUNK_ROWS)
+    for positions, user_ids, ids, lengths in pool.chunks(POOL_CHUNK_ROWS):
+        scores = score_users([c["adapted"] for c in campaigns], schema.user_rows(ids), lengths, pad=True)
         for c, campaign_scores in zip(campaigns, scores):
             c["top"].add(campaign_scores, positions, user_ids)
         done = int(positions[-1]) + 1
@@ -75,11 +72,9 @@ def expand(config, args):
     summary = []
     for c in campaigns:
         scores, users = c["top"].ranked()
-        report.write_csv(files[c["aid"]], report.ranked_audience(scores, users, scores.size),
-                         config["hyper_parameters.user_id_col"])
+        report.write_csv(files[c["aid"]], report.ranked_audience(scores, users, scores.size), schema.user_id_col)
         summary.append({"aid": c["aid"], "seed_rows": int(c["labels"].size), "seed_positives": int(c["labels"].sum()),
-                        "finetune_steps": c["tuned"].steps, "routed": describe_route(c["tuned"].route),
-                        "corrected": c["tuned"].combination.describe() if c["tuned"].combination else "",
+                        "adaptation": c["adapted"].method, "adapted": c["adapted"].describe(),
                         "pool_users": pool.size, "audience_size": int(scores.size),
                         "cutoff_score": float(scores[-1]), "file": files[c["aid"]]})
     if summary_file:

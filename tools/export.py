@@ -14,15 +14,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from metaheac.errors import ConfigError  # noqa: E402
-from tools.utils import runtime  # noqa: E402
+import tools.utils.startup  # noqa: E402,F401  (first: thread settings before paddle loads)
+
+import paddle  # noqa: E402
+from paddle.static import InputSpec  # noqa: E402
+
+from metaheac.adapt import adapt  # noqa: E402
+from tools.utils import distributed, runtime  # noqa: E402
+from tools.utils.checkpoint import build_network, load_epoch  # noqa: E402
+from tools.utils.seed_files import read_campaign  # noqa: E402
 
 log = runtime.logger
 
 
 def input_spec(schema):
-    from paddle.static import InputSpec
-
     return [InputSpec([None, len(schema.static)], "int64", "static_ids"),
             InputSpec([None, schema.seq_width], "int64", "seq_ids"),
             InputSpec([None, len(schema.sequence)], "int64", "seq_lengths"),
@@ -31,8 +36,6 @@ def input_spec(schema):
 
 def serving_layer(net):
     """The network with four tensor inputs instead of a list (what jit.save needs)."""
-    import paddle
-
     class Serving(paddle.nn.Layer):
         def __init__(self):
             super().__init__()
@@ -45,25 +48,15 @@ def serving_layer(net):
 
 
 def export(config, args):
-    import paddle
-
-    from metaheac.adapt import merged_state
-    from metaheac.routing import describe_route
-    from tools.campaign import finetune_campaign, load_model, read_campaign_file
-
-    if args.seeds and config["runner.adaptation"] == "wide_cv":
-        raise ConfigError("runner.adaptation=wide_cv adapts a campaign outside the network (a mixture of routings "
-                          "and a correction on user ids), which a served graph cannot hold: rank pools with "
-                          "tools/expand.py, export the meta-learned model without --seeds, or export a "
-                          "fine-tuned one with -o runner.adaptation=finetune")
-    _, model, ckpt = load_model(config, args.epoch)
+    distributed.start(config)
+    model = build_network(config)
+    learned, ckpt = load_epoch(config, model, args.epoch)
     what = f"meta-learned model {ckpt}"
     if args.seeds:
-        seeds = read_campaign_file(args.seeds, config)
-        tuned = finetune_campaign(model, seeds, config)
-        model.set_state_dict(merged_state(model, tuned.params, tuned.uniq))
-        routed = f"; routed {describe_route(tuned.route)}" if tuned.route else ""
-        what = f"campaign {seeds['aid']} ({tuned.steps} fine-tune steps on {args.seeds}{routed}) from {ckpt}"
+        seeds = read_campaign(args.seeds, config)
+        adapted = adapt(learned, seeds, config)
+        model.set_state_dict(adapted.state_dict())
+        what = f"campaign {seeds['aid']} ({adapted.describe()} on {args.seeds}) from {ckpt}"
     out = args.out or os.path.join(os.path.dirname(ckpt), "export")
     layer = serving_layer(model)
     layer.eval()
@@ -77,7 +70,7 @@ def add_args(parser):
     parser.add_argument("--epoch", type=int, default=None,
                         help="checkpoint epoch under runner.infer_load_path (default: runner.infer_end_epoch - 1)")
     parser.add_argument("--seeds", default=None, help="processed-layout .pkl of one campaign's seed set: "
-                        "export the model fine-tuned on it, as infer does (default: none, the meta-learned model)")
+                        "export the model fine-tuned on it (runner.adaptation=finetune; default: none, the meta-learned model)")
     parser.add_argument("--out", default=None, help="output directory (default: <checkpoint>/export)")
 
 

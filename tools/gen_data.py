@@ -70,7 +70,7 @@ from metaheac.columns import LABEL, TASK, TENCENT_AD, TENCENT_SEQUENCE, TENCENT_
     length_col  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
 from metaheac.metrics import auc  # noqa: E402
-from tools.utils.config import HelpFormatter  # noqa: E402
+from tools.utils.yaml_config import HelpFormatter  # noqa: E402
 
 STATIC, SEQUENCE, AD = TENCENT_STATIC, TENCENT_SEQUENCE, TENCENT_AD
 FILES = ("train/train_stage1.pkl", "test_hot/test_stage1.pkl", "test_hot/test_stage2.pkl",

@@ -58,7 +58,7 @@ from metaheac.errors import DataError  # noqa: E402
 from metaheac.files import atomic_write  # noqa: E402
 from metaheac.schema import schema_from_config  # noqa: E402
 from metaheac.store import open_store  # noqa: E402
-from tools.utils.config import HelpFormatter  # noqa: E402
+from tools.utils.yaml_config import HelpFormatter  # noqa: E402
 from tools.utils.progress import Progress  # noqa: E402
 
 logger = logging.getLogger("metaheac.preprocess")

@@ -20,13 +20,26 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from metaheac.config import require  # noqa: E402
+import tools.utils.startup  # noqa: E402,F401  (first: thread settings before paddle loads)
+
+import numpy as np  # noqa: E402
+
+from metaheac import groups as campaign_groups  # noqa: E402
+from metaheac.adapt import adapt  # noqa: E402
+from metaheac.config import META_VAL_INTERVAL, require  # noqa: E402
 from metaheac.errors import ConfigError, DataError  # noqa: E402
-from metaheac.files import DirLock, clean_leftovers  # noqa: E402
-from tools.utils import runtime  # noqa: E402
+from metaheac.files import claim  # noqa: E402
+from metaheac.learned import Learned  # noqa: E402
+from metaheac.metrics import auc, mean_defined  # noqa: E402
+from tools.utils import distributed, runtime  # noqa: E402
+from tools.utils.checkpoint import INTERRUPTED, LOCK, check_one_run, checkpoint_runs, describe_runs, \
+    load_checkpoint, new_run_id, read_state, save_checkpoint  # noqa: E402
+from tools.utils.prefetch import prefetch  # noqa: E402
 from tools.utils.progress import Progress, duration  # noqa: E402
+from tools.utils.plots import draw_training  # noqa: E402
 
 log = runtime.logger
+PREFETCH = 4  # meta-batches the reader thread prepares ahead: enough to hide its time behind the step's
 
 
 class Window:
@@ -53,17 +66,17 @@ class Window:
 
 class Validation:
     """Meta-validation on the campaigns the reader held out
-    (runner.meta_val_fraction), every runner.meta_val_interval meta-steps:
-    GAUC (mean AUC) on each one's query rows once its support rows, a seed
-    set, have weighed the routings meta-training saw, as a new campaign is
-    adapted (metaheac/combine.py). Ranking rather than log-loss: the loss
+    (runner.meta_val_fraction), every META_VAL_INTERVAL meta-steps: GAUC
+    (mean AUC) on each one's query rows once its support rows, a seed set,
+    have weighed the routings meta-training saw (runner.adaptation=routed,
+    metaheac/adapt.py). Ranking rather than log-loss: the loss
     stops improving (the network grows over-confident) long before the
     ranking does. Keeps the best parameters so far; says when to stop."""
 
     def __init__(self, run):
         # PaddleRec's readers, and this one with no campaign held out, have none
         self.tasks = getattr(run.dataset, "validation_tasks", lambda: [])()
-        self.interval = run.config["runner.meta_val_interval"]  # run: Run, being set up
+        self.interval = META_VAL_INTERVAL
         self.patience = run.config["runner.meta_val_patience"]
         self.curve = []  # [(meta-step of this run, GAUC)]
         self.best, self.best_step, self.best_params, self.since_best = -math.inf, None, None, 0
@@ -75,13 +88,11 @@ class Validation:
         """GAUC on the held-out campaigns now (meta-step `step` of this run); keeps the best parameters."""
         if self.curve and self.curve[-1][0] == step:
             return
-        import numpy as np
-
-        from metaheac.combine import mixture_auc
-
-        prior, batch = run.config["runner.route_prior"], run.config["runner.score_batch_size"]
-        gauc = float(np.nanmean([mixture_auc(run.model, support, query, prior, batch)
-                                 for support, query in self.tasks]))
+        learned = Learned(run.model, None, frozenset(run.dataset.ad_rows))  # the network alone
+        config = {**run.config, "runner.adaptation": "routed"}
+        gauc = mean_defined(auc(query["labels"], adapt(learned, support, config).score(query["rows"], query["lengths"]))
+                            for support, query in self.tasks)
+        gauc = float("nan") if gauc is None else gauc
         self.curve.append((step, gauc))
         if gauc > self.best + 1e-7:
             self.best, self.best_step, self.since_best = gauc, step, 0
@@ -116,10 +127,9 @@ class Run:
     optimizer, and (rank 0) the lock on model_save_path."""
 
     def __init__(self, config, rank, size):
-        from tools.utils.checkpoint import check_one_run, load_checkpoint, new_run_id, read_state
-
         self.config, self.rank, self.size = config, rank, size
-        self.lock = _claim(config["runner.model_save_path"]) if rank == 0 else None
+        root = config["runner.model_save_path"]
+        self.lock = claim(os.path.join(root, LOCK), "runner.model_save_path", root) if rank == 0 else None
         try:
             self.dy_model = runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel()
             reader = runtime.load_module(config, config["runner.train_reader_path"], "runner.train_reader_path")
@@ -129,10 +139,11 @@ class Run:
             self.validation = Validation(self)  # holds campaigns out of self.dataset: before its ad rows are read
             self.model = self.dy_model.create_model(config)
             self.optimizer = self.dy_model.create_optimizer(self.model, config)
-            self.first_epoch, state = 0, None
+            self.first_epoch, state, self.groups = 0, None, None
             if config["runner.model_init_path"]:
-                loaded = load_checkpoint(config["runner.model_init_path"], self.model, self.optimizer,
-                                         "runner.model_init_path")
+                loaded, learned = load_checkpoint(config["runner.model_init_path"], self.model, self.optimizer,
+                                                  "runner.model_init_path")
+                self.groups = learned.groups
                 init_root = os.path.dirname(os.path.dirname(os.path.abspath(loaded)))
                 if init_root != os.path.abspath(config["runner.model_save_path"]):
                     check_one_run(init_root)
@@ -147,36 +158,27 @@ class Run:
                          config["runner.epochs"] - 1)
             # a resumed run keeps its id: its epochs, before and after the interruption, are one run
             self.run_id = (state or {}).get("run_id") or new_run_id()
-            self.model.trained_ad_rows = set(self.dataset.ad_rows)  # saved with each checkpoint
             if rank == 0:
                 _make_room(config, self.run_id, self.first_epoch)
                 _check_space(config["runner.model_save_path"], self.model)
             # after the checks above: a run refused has not waited for the fit
-            if config["hyper_parameters.campaign_clusters"] and not self.model.clusters_fitted:
-                self._fit_clusters()
+            if config["hyper_parameters.campaign_clusters"] and self.groups is None:
+                self.groups = self._fit_groups()
         except BaseException:
             self.close()
             raise
 
-    def _fit_clusters(self):
-        """The regressions pooled over groups of training campaigns (metaheac/clusters.py), into the model."""
-        import numpy as np
-
-        from metaheac import clusters
-
+    def _fit_groups(self):
+        """The group regressions of the training campaigns (metaheac/groups.py), or None."""
         sizes, take = self.dataset.campaigns()
-        fitted = clusters.fit(sizes, take, self.model.schema, self.config["hyper_parameters.campaign_clusters"],
-                              np.random.default_rng([self.config["runner.seed"], clusters.RANDOM_STREAM]))
-        if fitted is not None:
-            self.model.set_clusters(fitted)
+        return campaign_groups.fit(sizes, take, self.model.schema, self.config["hyper_parameters.campaign_clusters"],
+                                   np.random.default_rng([self.config["runner.seed"], campaign_groups.RANDOM_STREAM]))
 
     def close(self):
         if self.lock is not None:
             self.lock.release()
 
     def save(self, name, epoch, complete, done, extra=None):
-        from tools.utils.checkpoint import save_checkpoint
-
         root = self.config["runner.model_save_path"]
         if self.rank > 0:  # rank 0 alone writes
             return os.path.join(root, str(name))
@@ -184,7 +186,7 @@ class Run:
             return save_checkpoint(root, name, self.model, self.optimizer, self.config,
                                    {"epoch": epoch, "complete": complete, "meta_batches_done": done,
                                     "run_id": self.run_id, "trained_ad_rows": self.dataset.ad_rows,
-                                    **(extra or {})})
+                                    **(extra or {})}, self.groups)
         except OSError as exc:
             raise ConfigError(f"{os.path.join(root, str(name))}: checkpoint not written ({exc.strerror}); the "
                               f"earlier checkpoints are intact. Free space in runner.model_save_path or choose "
@@ -192,34 +194,15 @@ class Run:
 
     def draw_curve(self, step_losses, epoch_ends, epoch_losses, validation):
         """<model_save_path>/train.png, redrawn after every epoch (rank 0, runner.report_png)."""
-        from tools.utils.report import draw_training
-
         if self.rank == 0 and self.config["runner.report_png"]:
             draw_training(os.path.join(self.config["runner.model_save_path"], "train.png"), step_losses,
                           epoch_ends, epoch_losses, self.first_epoch, validation)
-
-
-def _claim(root):
-    """Create model_save_path, lock it, clean the leftovers of killed writes."""
-    from tools.utils.checkpoint import LOCK
-
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"runner.model_save_path: cannot create {root} ({exc.strerror}); choose a writable "
-                          f"directory") from None
-    lock = DirLock(os.path.join(root, LOCK), "runner.model_save_path").acquire()
-    for note in clean_leftovers(root):
-        log.warning("%s", note)
-    return lock
 
 
 def _make_room(config, run_id, first_epoch):
     """Refuse to train over another run's checkpoints, or over epochs this run
     writes again (their infer reports would go with them), unless
     runner.overwrite: then they move to <root>/replaced-<id>/, nothing deleted."""
-    from tools.utils.checkpoint import INTERRUPTED, checkpoint_runs, describe_runs, new_run_id
-
     root = config["runner.model_save_path"]
     clash = {name: run for name, run in checkpoint_runs(root).items()
              if run != run_id or (name != INTERRUPTED and int(name) >= first_epoch)}
@@ -249,8 +232,6 @@ def _check_space(root, model):
 
 def _start(config):
     """Set up every rank; a failure on any rank stops all of them with its message."""
-    from tools.utils import distributed
-
     rank, size, device = distributed.start(config)
     error = run = None
     try:
@@ -278,8 +259,6 @@ def _start(config):
 def _step(run, batch, metric_list, stop, epoch, batch_id):
     """One meta-step: (loss value, stop requested). A non-finite loss stops
     the run (no checkpoint written) or, with runner.nonfinite_loss=skip, skips."""
-    from tools.utils import distributed
-
     loss, metric_list, _ = run.dy_model.train_forward(run.model, metric_list, batch, run.config)
     loss_value, stopping = distributed.agree(float(loss), stop.signum is not None)
     if math.isfinite(loss_value):
@@ -296,18 +275,16 @@ def _step(run, batch, metric_list, stop, epoch, batch_id):
             f"or set runner.nonfinite_loss=skip")
     # Free the gradients rather than zero them: the next backward then writes them
     # afresh instead of adding to zeros, and the table-sized ones are not held
-    # through the next forward (bitwise the same steps; peak RSS 1.33 -> 1.10 GB
-    # on the full vocabulary, docs/experiments.md).
+    # through the next forward (bitwise the same steps, less peak memory:
+    # docs/experiments.md).
     run.optimizer.clear_grad(set_to_zero=False)
     return loss_value, stopping
 
 
 def _epoch(run, epoch, stop, validation, steps_before):
     """One epoch of meta-steps, logged every runner.print_interval and
-    meta-validated every runner.meta_val_interval; returns (the loss of every
+    meta-validated every META_VAL_INTERVAL; returns (the loss of every
     meta-step, samples, whether meta-validation says stop)."""
-    from tools.utils.prefetch import prefetch
-
     config = run.config
     run.dataset.set_epoch(epoch)
     run.model.train()
@@ -316,7 +293,7 @@ def _epoch(run, epoch, stop, validation, steps_before):
     window = Window()
     losses, samples = [], 0
     wait_start = time.perf_counter()
-    for batch_id, batch in enumerate(prefetch(run.dataset, config["runner.prefetch"])):
+    for batch_id, batch in enumerate(prefetch(run.dataset, PREFETCH)):
         reader_s = time.perf_counter() - wait_start
         step_start = time.perf_counter()
         loss_value, stopping = _step(run, batch, metric_list, stop, epoch, batch_id)

@@ -1,4 +1,5 @@
-"""Checkpoints: <root>/<epoch>/rec.pdparams (+ rec.pdopt, config.yaml, state.json).
+"""Checkpoints: <root>/<epoch>/rec.pdparams (+ rec.pdopt, config.yaml,
+state.json, groups.npz: the group regressions, metaheac/groups.py).
 
 Each checkpoint directory is written under a temporary name and renamed into
 place (metaheac/files.py), so a directory named like an epoch is always
@@ -14,12 +15,15 @@ import pickle
 import time
 import uuid
 
+import numpy as np
 import paddle
 
+from metaheac import groups as campaign_groups
 from metaheac.errors import DataError
 from metaheac.files import atomic_dir
+from metaheac.learned import Learned
 from tools.utils import runtime
-from tools.utils.config import resolved_yaml
+from tools.utils.yaml_config import resolved_yaml
 
 PARAMS = "rec.pdparams"
 OPT = "rec.pdopt"
@@ -63,9 +67,14 @@ def save_state(state, path):
         pickler.dump(arrays)
 
 
-def save_checkpoint(root, name, model, optimizer, config, state=None):
+def save_checkpoint(root, name, model, optimizer, config, state=None, groups=None):
+    """<root>/<name>/, written aside and swapped in whole: the network's and
+    the optimizer's state, the resolved config, state.json and the group
+    regressions (when fitted)."""
     def fill(tmp):
         save_state(model.state_dict(), os.path.join(tmp, PARAMS))
+        if groups is not None:
+            groups.save(tmp, model.schema)
         if optimizer is not None:
             save_state(optimizer.state_dict(), os.path.join(tmp, OPT))
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
@@ -141,7 +150,7 @@ def _load(file):
     return state
 
 
-def _load_optimizer(optimizer, opt_state, saved, own, opt_file, model):
+def _load_optimizer(optimizer, opt_state, saved, own, opt_file):
     """Adam's state is keyed by the parameters' generated names
     (`meta_heac_net_0.w_0_moment1_0`), which depend on how many networks the
     writing process had built: rename them to this network's. Paddle sets
@@ -154,7 +163,6 @@ def _load_optimizer(optimizer, opt_state, saved, own, opt_file, model):
         key = key if old is None else renames[old] + key[len(old):]
         name = param_of.get(key.rsplit("_moment", 1)[0]) if "_moment" in key else None
         if name is not None:
-            value = model.upgrade_state({name: value})[name]  # an older whole gate table's moments: its ad rows
             if list(value.shape) != list(own[name].shape):
                 raise DataError(f"{opt_file}: Adam's moments of {name!r} have shape {list(value.shape)}, the "
                                 f"model's {list(own[name].shape)}; delete it to start Adam afresh")
@@ -167,7 +175,8 @@ def _load_optimizer(optimizer, opt_state, saved, own, opt_file, model):
 
 
 def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
-    """Load parameters (and optimizer state if present) into `model`.
+    """Load parameters (and optimizer state if present) into `model`: (the
+    rec.pdparams file, the learned.Learned for adapting campaigns with it).
 
     Shapes must match the model built from the current config; a mismatch
     names the parameter, since it usually means embed_dim, mlp_dims or the
@@ -178,7 +187,9 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{key}: no checkpoint at {file}; train first "
                                 f"(python tools/trainer.py -m <config>) or fix the path")
-    state = model.upgrade_state(_load(file))
+    state = _load(file)
+    # a checkpoint of the release that kept the group regressions as network buffers
+    buffers = {k: state.pop(k) for k in ("pooled_w", "pooled_b", "pooled_size") if k in state}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
@@ -190,14 +201,37 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
                             f"mlp_dims, num_expert, num_output and the vocabulary sizes (the config it was "
                             f"trained with is saved beside it)")
     model.set_state_dict(state)
-    trained = (read_state(file) or {}).get("trained_ad_rows")
-    if trained is not None:  # checkpoints of PaddleRec's trainer and older ones do not say: routing may pick any id
-        model.trained_ad_rows = set(trained)
+    trained = (read_state(file) or {}).get("trained_ad_rows")  # PaddleRec's trainer does not say: any id
+    groups = campaign_groups.load(os.path.dirname(file), model.schema)
+    if groups is None and len(buffers) == 3:
+        fitted = np.asarray(buffers["pooled_size"]) > 0
+        if fitted.any():
+            groups = campaign_groups.GroupRegressions(np.asarray(buffers["pooled_w"])[fitted],
+                                                      np.asarray(buffers["pooled_b"])[fitted],
+                                                      np.asarray(buffers["pooled_size"])[fitted],
+                                                      np.zeros(0, np.int64))
+    learned = Learned(model, groups, None if trained is None else frozenset(trained))
     if optimizer is not None:
         opt_file = os.path.join(os.path.dirname(file), OPT)
         if os.path.isfile(opt_file):
-            _load_optimizer(optimizer, _load(opt_file), state, own, opt_file, model)
+            _load_optimizer(optimizer, _load(opt_file), state, own, opt_file)
         else:
             log.warning("%s: not found, so Adam's moments start from zero (the first steps move the parameters "
                         "more than a continued run would)", opt_file)
-    return file
+    return file, learned
+
+
+def build_network(config):
+    """The network of the config's model package (dygraph_model.py beside the config)."""
+    return runtime.load_module(config, "dygraph_model", "dygraph_model").DygraphModel().create_model(config)
+
+
+def load_epoch(config, model, epoch=None):
+    """(Learned, rec.pdparams path) of checkpoint `epoch` (default: the last
+    evaluated one, runner.infer_end_epoch - 1) under runner.infer_load_path,
+    loaded into `model`: what infer, expand and export adapt campaigns with."""
+    root = infer_root(config)
+    check_one_run(root)
+    epoch = config["runner.infer_end_epoch"] - 1 if epoch is None else epoch
+    path, learned = load_checkpoint(os.path.join(root, str(epoch)), model, key="runner.infer_load_path")
+    return learned, path

@@ -4,10 +4,15 @@ A run is distributed when started by `python -m paddle.distributed.launch`
 with more than one process; otherwise every helper here is a no-op and no
 collective is ever called.
 """
+import logging
 import os
+import random
 
+import numpy as np
 import paddle
 import paddle.distributed as dist
+
+logger = logging.getLogger("metaheac")
 
 
 def world():
@@ -24,18 +29,30 @@ def init():
         dist.init_parallel_env()
 
 
-def start(config):
-    """Per-process start of a train or infer run: seeds, device, the process
-    group when launched with several ranks; ranks other than 0 log warnings
-    only (rank 0 reports). Returns (rank, world size, device)."""
-    from tools.utils import runtime
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
 
+
+def set_device(config):
+    if config.get("runner.use_gpu"):
+        if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+            return paddle.set_device("gpu")
+        logger.warning("runner.use_gpu is true but this paddle has no usable CUDA device; using CPU")
+    return paddle.set_device("cpu")
+
+
+def start(config):
+    """Per-process start of a run: seeds, device, the process group when
+    launched with several ranks; ranks other than 0 log warnings only (rank
+    0 reports). Returns (rank, world size, device)."""
     rank, size = world()
-    runtime.seed_everything(config["runner.seed"])
-    device = runtime.set_device(config)
+    seed_everything(config["runner.seed"])
+    device = set_device(config)
     init()
     if rank > 0:
-        runtime.logger.setLevel("WARNING")
+        logger.setLevel("WARNING")
     return rank, size, device
 
 

@@ -1,18 +1,20 @@
 """Process set-up shared by the command lines (trainer, infer, export,
 expand): parser, quiet third-party output, logging, threads, seeds, device,
-and loading the model package's modules from the config directory."""
+and loading the model package's modules from the config directory.
+
+Imports nothing that loads paddle at module level: tools/utils/startup.py
+runs configure_threads from here before paddle is imported."""
 import argparse
 import importlib.util
 import logging
 import os
-import random
 import signal
 import sys
 import threading
 import warnings
 
 from metaheac.errors import ConfigError, DataError
-from tools.utils.config import HelpFormatter, add_cli_args, load_config
+from tools.utils.yaml_config import HelpFormatter, add_cli_args, load_config
 
 logger = logging.getLogger("metaheac")
 
@@ -51,24 +53,23 @@ def setup_logging(log_file=None):
     logging.captureWarnings(True)
 
 
-def configure_threads(config):
-    """Set math-library threads and kernels. Must run before paddle is imported.
+def configure_threads():
+    """Set math-library threads and kernels, unless the environment already
+    does. Must run before paddle is imported.
 
+    MKL_NUM_THREADS: the cores (shared among processes launched side by side).
     Paddle pins OMP_NUM_THREADS=1; on CPU it is MKL's thread count that speeds
-    up the matmuls (OMP>1 makes them several times slower after the first Adam
-    step on Paddle 3.3.1), so only MKL_NUM_THREADS is raised.
+    up the matmuls (OMP > 1 makes them much slower after the first Adam step
+    on Paddle 3.3.1).
 
-    The MKL in Paddle's CPU wheel dispatches on the CPU's vendor, not its
-    instruction set: on AMD it runs generic kernels (78 GFLOP/s against 200
-    with its AVX2 ones on a 2-core EPYC; bench/meta_step.py's matmul column).
-    That MKL still reads MKL_DEBUG_CPU_TYPE=5, which selects the AVX2 ones.
+    MKL_DEBUG_CPU_TYPE=5 on AMD: the MKL in Paddle's CPU wheel dispatches on
+    the CPU's vendor, not its instruction set, and on AMD runs generic
+    kernels; that variable selects its AVX2 ones (docs/experiments.md).
     """
-    # processes launched side by side on one machine share its cores
     local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", 1))
-    n = config.get("runner.num_threads") or max(1, (os.cpu_count() or 1) // local_procs)
-    os.environ.setdefault("MKL_NUM_THREADS", str(n))
+    os.environ.setdefault("MKL_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // local_procs)))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if config.get("runner.mkl_avx2_on_amd", True) and cpu_vendor() == "AuthenticAMD":
+    if cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
 
 
@@ -82,25 +83,6 @@ def cpu_vendor():
     except OSError:
         pass
     return ""
-
-
-def seed_everything(seed):
-    import numpy as np
-    import paddle
-
-    random.seed(seed)
-    np.random.seed(seed)
-    paddle.seed(seed)
-
-
-def set_device(config):
-    import paddle
-
-    if config.get("runner.use_gpu"):
-        if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-            return paddle.set_device("gpu")
-        logger.warning("runner.use_gpu is true but this paddle has no usable CUDA device; using CPU")
-    return paddle.set_device("cpu")
 
 
 def load_module(config, name, key):
@@ -157,7 +139,7 @@ class Cli:
 
 def run_cli(parser, job, argv=None):
     """Parse the command line, quiet third-party output, set up the log, load
-    the config, set threads and run `job(config, args)`.
+    the config and run `job(config, args)`.
 
     Bad config, bad data and missing files end with their message and a
     non-zero exit (2 for config errors), not a traceback.
@@ -167,7 +149,6 @@ def run_cli(parser, job, argv=None):
     setup_logging(args.log_file)
     try:
         config = load_config(args.config_yaml, args.opt)
-        configure_threads(config)
         return job(config, args)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         logger.error("%s%s", rank_prefix(), exc)

@@ -1,14 +1,13 @@
 """Past campaigns grouped by what their users click, and one logistic
 regression pooled over each group (hyper_parameters.campaign_clusters).
 
-A new campaign's prior is a mixture the seeds weigh (metaheac/combine.py).
-The network's routings are its components, and each was trained on the
-rows of the few campaigns that share its gate ids. A campaign of a kind
-that several past campaigns share is better described by a regression on
-all of their rows: on the panel, such a regression pooled by the true kinds
-ranked cold campaigns 0.01-0.05 GAUC better than the network's mixture
-(docs/experiments.md). The kinds are not labelled, and where the ad ids do
-not show them neither do the gates, so campaigns are grouped by their data:
+A new campaign's prior is a mixture its seeds weigh (metaheac/mixture.py).
+The network's routings are components of it, each trained on the rows of
+the few campaigns that share its gate ids. A kind of campaign that several
+past campaigns share is better described by a regression on all of their
+rows, and the kinds are not labelled: where the ad ids do not show them,
+neither do the gates. So campaigns are grouped by their data
+(docs/experiments.md):
 
 1. a penalised logistic regression on each training campaign's own rows;
 2. their logits on SIMILARITY_ROWS users drawn from all the campaigns; two
@@ -16,14 +15,15 @@ not show them neither do the gates, so campaigns are grouped by their data:
    average-linkage clustering cuts the campaigns into at most K groups;
 3. one regression over all the rows of each group's campaigns.
 
-Each group's regression then joins the network's routings as a component of
-the mixture. Features are those of the per-campaign correction: one-hot user
-ids, a sequence field's ids averaged (combine.user_features). Fitted once,
-before meta-training, from its training campaigns; deterministic given the
-rng.
+Fitted once, before meta-training, and saved beside each checkpoint as
+groups.npz (its own file, with the feature schema it was fitted under).
+Features are the users' ids (metaheac/features.py). Deterministic given
+the rng.
 """
 import logging
+import os
 import time
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -32,21 +32,57 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 from metaheac import logreg
-from metaheac.combine import user_field_of, user_features
+from metaheac.errors import DataError
+from metaheac.features import user_field_of, user_features
 
 logger = logging.getLogger(__name__)
 
-CAMPAIGN_C = 0.3        # inverse L2 penalty of a campaign's own regression (the per-row loss is summed) ...
-POOLED_C = 0.3          # ... and of a group's; the best for regressions pooled by the true kinds on the panel
-SIMILARITY_ROWS = 5000  # users whose logits tell how alike two campaigns are
+# Inverse L2 penalty (the per-row loss is summed) of a campaign's own
+# regression and of a group's: chosen on the panel, for regressions pooled
+# by the planted kinds (docs/experiments.md).
+CAMPAIGN_C = 0.3
+GROUP_C = 0.3
+SIMILARITY_ROWS = 5000  # users whose logits tell how alike two campaigns are: enough for stable correlations
 RANDOM_STREAM = 6151    # the trainer's rng for the similarity sample: apart from the epochs' streams
+FILE = "groups.npz"     # beside rec.pdparams in a checkpoint directory
 
 
-class Clusters(NamedTuple):
+class GroupRegressions(NamedTuple):
     w: np.ndarray      # [G, U] float32, U = user table rows (schema.ad[0].offset)
     b: np.ndarray      # [G] intercepts
     sizes: np.ndarray  # [G] campaigns in each group
-    labels: np.ndarray  # [T] each campaign's group; -1: left out (its rows are of one class)
+    labels: np.ndarray  # [T] each training campaign's group; -1: left out (its rows are of one class)
+
+    def probs(self, x, groups):
+        """Click probabilities [n, len(groups)] (float64) of users with features x [n, U] under groups' regressions."""
+        return logreg.sigmoid(x @ self.w[groups].T.astype(np.float64) + self.b[groups].astype(np.float64))
+
+    def label(self, g):
+        return f"past campaigns' group {g} ({int(self.sizes[g])} campaigns)"
+
+    def save(self, directory, schema):
+        """directory/groups.npz, with the schema it was fitted under."""
+        np.savez(os.path.join(directory, FILE), w=self.w, b=self.b, sizes=self.sizes, labels=self.labels,
+                 schema=np.array(schema.signature()))
+
+
+def load(directory, schema):
+    """The GroupRegressions saved in a checkpoint directory, or None when it
+    has none (trained without, or by PaddleRec's trainer); a DataError
+    naming the file when it is unreadable or of another feature schema."""
+    path = os.path.join(directory, FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            saved = {k: f[k] for k in ("w", "b", "sizes", "labels", "schema")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable group-regressions file ({exc}); delete it to adapt without the "
+                        f"group regressions, or train again") from None
+    if str(saved["schema"]) != schema.signature() or saved["w"].shape[1] != schema.ad[0].offset:
+        raise DataError(f"{path}: fitted under another feature schema than this config's; infer with the "
+                        f"config.yaml saved beside it")
+    return GroupRegressions(saved["w"], saved["b"], saved["sizes"], saved["labels"])
 
 
 def _regression(x, y, c, fields):
@@ -75,12 +111,12 @@ def group(logits, k):
 
 
 def fit(sizes, take, schema, k, rng):
-    """Clusters of T campaigns of sizes[i] rows (take(i) -> their rows [n, C],
+    """GroupRegressions of T campaigns of sizes[i] rows (take(i) -> their rows [n, C],
     lengths, labels, read again for the pooled fits rather than held: the
-    full vocabulary's rows take gigabytes), at most k groups; None when no
+    rows of a large vocabulary take gigabytes), at most k groups; None when no
     campaign has both classes."""
     start = time.perf_counter()
-    logger.info("campaign clusters: a regression on each of %d training campaigns, then at most %d groups and a "
+    logger.info("campaign groups: a regression on each of %d training campaigns, then at most %d groups and a "
                 "regression on each", len(sizes), k)
     fields = user_field_of(schema, np.arange(schema.ad[0].offset))
     total = max(int(np.sum(sizes)), 1)
@@ -108,14 +144,14 @@ def fit(sizes, take, schema, k, rng):
             rows, lengths, labels = take(used[j])
             xs.append(user_features(rows, lengths, schema))
             ys.append(labels)
-        cols, w, b = _regression(sparse.vstack(xs).tocsr(), np.concatenate(ys).astype(np.float64), POOLED_C, fields)
+        cols, w, b = _regression(sparse.vstack(xs).tocsr(), np.concatenate(ys).astype(np.float64), GROUP_C, fields)
         w_out[g, cols] = w
         b_out.append(b)
         members.append(len(xs))
         del xs
-    logger.info("campaign clusters: %d campaigns (%s rows) in %d groups of %s campaigns; pooled regressions "
+    logger.info("campaign groups: %d campaigns (%s rows) in %d groups of %s campaigns; group regressions "
                 "fitted in %.1fs", len(used), f"{total:,}", len(members),
                 ", ".join(map(str, sorted(members, reverse=True))), time.perf_counter() - start)
     groups = np.full(len(sizes), -1)
     groups[used] = assigned
-    return Clusters(w_out, np.array(b_out), np.array(members), groups)
+    return GroupRegressions(w_out, np.array(b_out, np.float32), np.array(members), groups)

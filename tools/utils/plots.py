@@ -1,0 +1,183 @@
+"""The figures runs leave behind: infer's report.png, training's train.png."""
+import glob
+import json
+import os
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")  # files only, no display needed; before pyplot loads
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+
+from metaheac import metrics  # noqa: E402
+from metaheac.files import atomic_write, is_leftover  # noqa: E402
+
+
+def _save(fig, path):
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def sibling_splits(path, split):
+    """{split: metrics.json payload} of the other infer_* outputs next to `path`'s
+    directory (the same checkpoint), so hot and cold share one report."""
+    out = {}
+    for other in glob.glob(os.path.join(os.path.dirname(os.path.dirname(path)), "infer_*", "metrics.json")):
+        name = os.path.basename(os.path.dirname(other))[len("infer_"):]
+        if name != split and not is_leftover(os.path.dirname(other)):
+            with open(other, encoding="utf-8") as f:
+                out[name] = json.load(f)
+    return out
+
+
+def _seed_size_axis(ax, sizes):
+    """Log x-axis labelled at 1-2-5 steps when the sizes span more than a
+    decade; linear otherwise, where a log axis would show no labelled tick."""
+    if min(sizes) > 0 and max(sizes) > 10 * min(sizes):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _auc_panel(ax, series):
+    rows_by_split = {name: [r for r in rows if r["auc"] is not None] for name, rows in sorted(series.items())}
+    sizes = [r["seed_rows"] for rows in rows_by_split.values() for r in rows]
+    for (name, rows), marker in zip(rows_by_split.items(), "osd^v<>"):
+        if rows:
+            ax.scatter([r["seed_rows"] for r in rows], [r["auc"] for r in rows], marker=marker, label=name, alpha=0.8)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    if sizes:
+        _seed_size_axis(ax, sizes)
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no campaign with a defined AUC", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("seed-set size (stage-1 rows)")
+    ax.set_ylabel("campaign AUC")
+    ax.set_title("Per-campaign AUC vs seed-set size")
+
+
+def _roc_panel(ax, split, labels, scores):
+    if labels.min() != labels.max():
+        fpr, tpr = metrics.roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{split} (AUC {metrics.auc(labels, scores):.3f})")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "ROC undefined: candidates of one class", ha="center", transform=ax.transAxes)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"Global ROC ({split}, all candidates pooled)")
+
+
+def _gains_panel(ax, curves):
+    """Cumulative gains, one curve per split ({split: reached at each of GAINS_GRID})."""
+    at = int(np.argmin(np.abs(metrics.GAINS_GRID - 0.10)))
+    for name, reached in sorted(curves.items()):
+        (line,) = ax.plot(metrics.GAINS_GRID, reached, label=f"{name}: top 10% reaches {reached[at]:.0%}")
+        # the points of campaigns.csv's lift@k columns
+        ax.scatter(metrics.LIFT_FRACTIONS, np.interp(metrics.LIFT_FRACTIONS, metrics.GAINS_GRID, reached), s=12,
+                   color=line.get_color())
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="random")
+    if not curves:
+        ax.text(0.5, 0.5, "gains undefined: no positive candidate", ha="center", transform=ax.transAxes)
+    ax.xaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+    ax.set_xlabel("candidates targeted (top by score, per campaign)")
+    ax.set_ylabel("positives reached")
+    ax.set_title("Cumulative gains (mean over campaigns)")
+    ax.legend(loc="lower right")
+
+
+def _histogram_panel(ax, split, scores, cutoff):
+    ax.hist(scores, bins=50, color="tab:blue", alpha=0.8)
+    if cutoff is not None:
+        chosen = int((scores >= cutoff).sum())
+        ax.axvline(cutoff, color="tab:red", ls="--",
+                   label=f"cut-off {cutoff:.4g}: top {chosen:,} of {scores.size:,}")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("score (click probability)")
+    ax.set_ylabel("candidates")
+    ax.set_title(f"Scores of the unlabelled pool ({split})")
+
+
+def report_figure(split, campaigns, labels, scores, gains=None, cutoff=None, siblings=None):
+    """The report as a matplotlib Figure.
+
+    Per-campaign AUC against seed-set size (this split and `siblings`,
+    {split: metrics.json payload}), then, with labels, this split's global ROC
+    and the cumulative gains (`gains`: the mean over campaigns, a list over
+    GAINS_GRID; by default the candidates' own, as one campaign; siblings'
+    from their payloads). With labels=None (an unlabelled pool), the score
+    histogram and the audience's score `cutoff` instead.
+    """
+    siblings = siblings or {}
+    scores = np.asarray(scores)
+    fig, axes = plt.subplots(1, 2 if labels is None else 3, figsize=(11 if labels is None else 16, 4.6))
+    _auc_panel(axes[0], {split: campaigns, **{name: p["campaigns"] for name, p in siblings.items()}})
+    if labels is None:
+        _histogram_panel(axes[1], split, scores, cutoff)
+    else:
+        labels = np.asarray(labels)
+        _roc_panel(axes[1], split, labels, scores)
+        curves = {name: p["gains"]["reached"] for name, p in siblings.items() if (p.get("gains") or {}).get("reached")}
+        own = gains if gains is not None else metrics.gains(labels, scores)
+        if own is not None:
+            curves[split] = own
+        _gains_panel(axes[2], curves)
+    fig.tight_layout()
+    return fig
+
+
+def draw_report(path, split, campaigns, labels, scores, gains=None, cutoff=None):
+    """Write report_figure(...) to `path` (PNG), with the sibling infer_*
+    outputs of the same checkpoint."""
+    return _save(report_figure(split, campaigns, labels, scores, gains, cutoff, sibling_splits(path, split)), path)
+
+
+def training_figure(step_losses, epoch_ends, epoch_losses, first_epoch=0, validation=None):
+    """The training curve as a matplotlib Figure: every meta-step's loss
+    (faint; non-finite ones, skipped batches, left out), its exponential
+    moving average, and each epoch's mean loss over that epoch's steps.
+
+    epoch_ends: meta-steps done by the end of each epoch (epochs first_epoch, ...).
+    validation: [(meta-step, GAUC)], the meta-validation curve
+    (runner.meta_val_fraction), drawn on a second axis when given.
+    """
+    losses = np.asarray(step_losses, dtype=np.float64)
+    steps = np.arange(1, losses.size + 1)
+    finite = np.isfinite(losses)
+    span = max(2, losses.size // 25)
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    ax.plot(steps[finite], losses[finite], lw=0.6, alpha=0.35, color="tab:blue", label="meta-step loss")
+    ax.plot(steps[finite], pd.Series(losses[finite]).ewm(span=span).mean(), lw=1.8, color="tab:blue",
+            label=f"smoothed (EMA, span {span} steps)")
+    start = 0
+    for i, (end, mean) in enumerate(zip(epoch_ends, epoch_losses)):
+        ax.hlines(mean, start + 0.5, end + 0.5, colors="tab:red", lw=2.2, label=None if i else "epoch mean")
+        ax.axvline(end + 0.5, color="grey", lw=0.6, ls=":")
+        ax.text((start + end + 1) / 2, 1.0, f"epoch {first_epoch + i}", transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=8)
+        start = end
+    if validation:
+        at, value = zip(*validation)
+        right = ax.twinx()
+        right.plot(at, value, "o-", ms=3, color="tab:green", label="meta-validation GAUC")
+        right.set_ylabel("meta-validation GAUC", color="tab:green")
+        right.legend(loc="upper center")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("meta-step (this run)")
+    ax.set_ylabel("loss")
+    ax.set_title("Training loss", pad=16)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def draw_training(path, step_losses, epoch_ends, epoch_losses, first_epoch=0, validation=None):
+    """Write training_figure(...) to `path` (PNG)."""
+    return _save(training_figure(step_losses, epoch_ends, epoch_losses, first_epoch, validation), path)
