@@ -270,7 +270,7 @@ def mean_of_runs(runs):
 
 def campaign_row(aid, seed_rows, labels, scores):
     """A per-campaign row with the keys infer.py's campaigns carry."""
-    from tools.utils import metrics
+    from metaheac import metrics
 
     precision, recall = metrics.precision_recall_at(labels, scores, 0.05)
     return {"aid": int(aid), "seed_rows": int(seed_rows), "auc": metrics.auc(labels, scores),
@@ -281,7 +281,7 @@ def evaluate_scorer(campaigns, schema, scorer):
     """Summary and per-campaign rows of scorer(seeds, candidates) -> scores, as infer.py builds them."""
     import numpy as np
 
-    from tools.utils import metrics
+    from metaheac import metrics
 
     rows, all_labels, all_scores = [], [], []
     for aid, seeds, candidates in campaigns:

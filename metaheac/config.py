@@ -196,6 +196,15 @@ def check_consistency(config, where="config"):
         config["runner.infer_end_epoch"] = config["runner.epochs"]
     if config["runner.infer_start_epoch"] is None:
         config["runner.infer_start_epoch"] = config["runner.infer_end_epoch"] - 1
+    columns = config.get("hyper_parameters.columns") or {}
+    unknown = sorted(set(columns) - set(COLUMNS))
+    if unknown:
+        raise ConfigError(f"{where}: hyper_parameters.columns: unknown key(s) {unknown}; its keys are "
+                          f"{sorted(COLUMNS)}")
+    bad = [k for k, v in columns.items() if not isinstance(v, str) or not v]
+    if bad:
+        raise ConfigError(f"{where}: hyper_parameters.columns.{bad[0]} must be a column name, got "
+                          f"{columns[bad[0]]!r}")
     dims = config["hyper_parameters.mlp_dims"]
     if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
         raise ConfigError(f"{where}: hyper_parameters.mlp_dims must be a non-empty list of positive ints, "

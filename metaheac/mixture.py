@@ -196,5 +196,5 @@ class MixtureCampaign(AdaptedCampaign):
         x = user_features(rows, lengths, net.schema) \
             if any(c._reads_x() for c in campaigns) or any(map(_is_group, union)) else None
         probs = component_probs(campaigns[0].learned, rows, lengths, union, pad, x) if union else None
-        return [c._probability(rows.shape[0], None if probs is None else probs[:, cols], x)
+        return [c._probability(rows.shape[0], probs[:, cols] if cols else None, x)
                 for c, cols in zip(campaigns, columns)]

@@ -243,13 +243,6 @@ def schema_from_config(config):
         raise ConfigError("set exactly one of hyper_parameters.max_idxs (PaddleRec form) and "
                           "hyper_parameters.features (explicit schema)")
     fields = _from_max_idxs(max_idxs) if features is None else _from_features(features)
-    columns = config.get("hyper_parameters.columns") or {}
-    unknown = sorted(set(columns) - set(COLUMNS))
-    bad = [k for k, v in columns.items() if not isinstance(v, str) or not v]
-    if unknown:
-        raise ConfigError(f"hyper_parameters.columns: unknown key(s) {unknown}; its keys are {sorted(COLUMNS)}")
-    if bad:
-        raise ConfigError(f"hyper_parameters.columns.{bad[0]} must be a column name, got {columns[bad[0]]!r}")
-    columns = {**COLUMNS, **columns}
+    columns = {**COLUMNS, **(config.get("hyper_parameters.columns") or {})}
     return FeatureSchema(fields, columns["label"], columns["task"], columns["user_id"],
                          config.get("hyper_parameters.ad_crosses"))

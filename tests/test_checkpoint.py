@@ -43,26 +43,10 @@ def test_save_state_copies_one_tensor_at_a_time(tmp_path):
     assert peaks["lean"] < 1.5 * size
 
 
-def test_a_checkpoint_with_the_whole_gate_table_loads(tiny_config, tmp_path):
-    """Checkpoints written when the lookup gate table held every fused-table
-    row load with its ad rows, the only ones read."""
-    from dygraph_model import DygraphModel
-
-    config = tiny_config(hyper={"wide": True, "gate": "lookup"})
-    net = DygraphModel().create_model(config)
-    old = dict(net.state_dict())
-    whole = np.random.default_rng(0).normal(size=(net.schema.num_rows, old["gate_table"].shape[1]))
-    old["gate_table"] = paddle.to_tensor(whole.astype("float32"))
-    checkpoint.save_state(old, str(tmp_path / checkpoint.PARAMS))
-    checkpoint.load_checkpoint(str(tmp_path), net)
-    np.testing.assert_array_equal(net.gate_table.numpy(), whole[net.gate_base:].astype("float32"))
-    assert net.gate_base == net.schema.ad[0].offset > 0
-
-
-def test_older_gate_moments_resume_and_mismatched_moments_are_named(tiny_config, tmp_path):
-    """Adam's moments of a whole gate table (older checkpoints) resume as its
-    ad rows; moments of another shape are one DataError naming the file,
-    not an assertion at the first step (Paddle sets them only then)."""
+def test_adam_moments_resume_and_mismatched_moments_are_named(tiny_config, tmp_path):
+    """Saved Adam moments resume; moments of another shape are one DataError
+    naming the file, not an assertion at the first step (Paddle sets them
+    only then)."""
     import pytest
 
     from conftest import random_rows
@@ -83,16 +67,15 @@ def test_older_gate_moments_resume_and_mismatched_moments_are_named(tiny_config,
 
     net, opt = stepped()
     moments = opt.state_dict()
-    gate = net.gate_table.name
-    for key in [k for k in moments if k.startswith(gate + "_moment")]:
-        whole = np.zeros((net.schema.num_rows, net.gate_table.shape[1]), "float32")
-        whole[net.gate_base:] = moments[key].numpy()
-        moments[key] = paddle.to_tensor(whole)
     checkpoint.save_state(net.state_dict(), str(tmp_path / checkpoint.PARAMS))
     checkpoint.save_state(moments, str(tmp_path / checkpoint.OPT))
     resumed, opt2 = stepped()
     checkpoint.load_checkpoint(str(tmp_path), resumed, opt2)
-    opt2.step()  # the moments are set, with the ad rows' shape
+    opt2.step()  # the moments are set
+    gate = net.gate_table.name
+    for key in [k for k in moments if k.startswith(gate + "_moment")]:
+        np.testing.assert_array_equal(opt2.state_dict()[key.replace(gate, resumed.gate_table.name)].numpy().shape,
+                                      moments[key].numpy().shape)
 
     bad = dict(moments)
     emb = next(k for k in bad if k.startswith(net.embedding.name + "_moment1"))

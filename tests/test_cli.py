@@ -1,5 +1,5 @@
 """The command lines: --help with defaults and an example that applies to the
-tool, gen_data's refusal to overwrite, and no paddle before the warning filter."""
+tool, gen_data's refusal to overwrite, and threads set before paddle loads."""
 import argparse
 import importlib
 import os
@@ -63,22 +63,28 @@ def test_gen_data_refuses_to_overwrite_without_force(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_entry_points_import_paddle_only_after_the_warning_filter():
-    """run_cli installs the filter before the job imports paddle, so importing an entry point must not."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import infer, tools.trainer, tools.export, tools.expand; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paddle'))")
-    proc = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+@pytest.mark.parametrize("entry", MODEL_CLIS)
+def test_entry_points_set_threads_and_quiet_paddle_before_it_loads(entry):
+    """The first thing an entry point imports is tools/utils/startup.py: the
+    math library reads its threads when paddle loads, and paddle's import
+    warning (no ccache) is filtered by then."""
+    code = (f"import os, sys; sys.path.insert(0, sys.argv[1]); import {entry}; names = list(sys.modules); "
+            "print(names.index('tools.utils.startup') < names.index('paddle'), os.environ['MKL_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_NUM_THREADS", "PADDLE_LOCAL_SIZE")}
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code, ROOT], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", str(os.cpu_count())], proc.stdout + proc.stderr
+    assert "ccache" not in proc.stderr
 
 
-@pytest.mark.parametrize("vendor, preset, enabled, expected", [
-    ("AuthenticAMD", None, True, "5"),     # AMD: MKL's AVX2 kernels
-    ("AuthenticAMD", None, False, None),   # runner.mkl_avx2_on_amd=false leaves MKL as it is
-    ("AuthenticAMD", "0", True, "0"),      # the user's own setting wins
-    ("GenuineIntel", None, True, None),    # Intel: MKL already picks its best kernels
-    ("", None, True, None),                # vendor unknown
+@pytest.mark.parametrize("vendor, preset, expected", [
+    ("AuthenticAMD", None, "5"),     # AMD: MKL's AVX2 kernels
+    ("AuthenticAMD", "0", "0"),      # the user's own setting wins
+    ("GenuineIntel", None, None),    # Intel: MKL already picks its best kernels
+    ("", None, None),                # vendor unknown
 ])
-def test_mkl_kernels_are_chosen_by_cpu_vendor(monkeypatch, vendor, preset, enabled, expected):
+def test_mkl_kernels_are_chosen_by_cpu_vendor(monkeypatch, vendor, preset, expected):
     from tools.utils import runtime
 
     for var in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -86,7 +92,9 @@ def test_mkl_kernels_are_chosen_by_cpu_vendor(monkeypatch, vendor, preset, enabl
     if preset is not None:
         monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", preset)
     monkeypatch.setattr(runtime, "cpu_vendor", lambda: vendor)
-    runtime.configure_threads({"runner.mkl_avx2_on_amd": enabled, "runner.num_threads": 3})
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 6)
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "2")  # two processes launched side by side share the cores
+    runtime.configure_threads()
     assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected
     assert os.environ["MKL_NUM_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "1"
 

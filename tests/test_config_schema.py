@@ -29,11 +29,29 @@ def test_yaml_paths_are_relative_to_the_config(tmp_path):
     assert config["runner.train_data_dir"] == str(tmp_path / "data" / "train")
 
 
-def test_defaults_filled(tmp_path):
-    config = load_config(write_config(tmp_path / "c.yaml"))
-    assert config["hyper_parameters.meta_order"] == 1
-    assert config["hyper_parameters.task_sampling"] == "normal"
-    assert config["runner.infer_train_epoch"] == 2
+def test_the_defaults_are_the_shipped_algorithm(tmp_path):
+    """Every setting config.yaml spells out is the code's default, but the
+    paths, the data's schema and the infer epochs (derived: the last one)."""
+    import os
+
+    import yaml
+
+    from conftest import ROOT
+    from metaheac.config import SPEC
+
+    shipped = load_config(os.path.join(ROOT, "config.yaml"))
+    with open(os.path.join(ROOT, "config.yaml")) as f:
+        tree = yaml.safe_load(f)
+    written = {f"{section}.{k}" for section, keys in tree.items() for k in keys if k != "optimizer"} | \
+        {f"hyper_parameters.optimizer.{k}" for k in tree["hyper_parameters"]["optimizer"]}
+    own = {"hyper_parameters.max_idxs", "hyper_parameters.ad_crosses", "hyper_parameters.gate_fields",
+           "runner.infer_start_epoch", "runner.infer_end_epoch"}
+    for key in sorted(written - own):
+        if not SPEC[key].path:
+            assert SPEC[key].default == shipped[key], key
+    config = load_config(write_config(tmp_path / "c.yaml", runner={"epochs": 4}))
+    assert (config["runner.infer_start_epoch"], config["runner.infer_end_epoch"]) == (3, 4)
+    assert config["runner.infer_start_epoch"] == 3
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -45,7 +63,8 @@ def test_defaults_filled(tmp_path):
     ("hyper_parameters.num_expert=0", "hyper_parameters.num_expert must be > 0"),
     ("hyper_parameters.optimizer.global_learning_rate=-0.1", "global_learning_rate must be > 0"),
     ("hyper_parameters.meta_order=3", "hyper_parameters.meta_order must be one of 1, 2"),
-    ("hyper_parameters.task_sampling=zipf", "task_sampling must be one of normal, sqrt, unit"),
+    ("runner.adaptation=fine-tune", "runner.adaptation must be one of mixture, finetune, routed"),
+    ("hyper_parameters.columns={labl: y}", "hyper_parameters.columns: unknown key(s) ['labl']"),
     ("hyper_parameters.mlp_dims=[4, 0]", "mlp_dims must be a non-empty list of positive ints"),
     ("runner.epochs", "expected key=value"),
 ])

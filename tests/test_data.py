@@ -159,10 +159,10 @@ def test_train_reader_is_reproducible(setup, tmp_path):
                 np.testing.assert_array_equal(ta[k], tb[k])
 
 
-@pytest.mark.parametrize("mode, expect_small_share", [("normal", 0.1 / 1.1), ("unit", 0.5)])
-def test_task_sampling_modes(tiny_config, tmp_path, mode, expect_small_share):
-    config = tiny_config(hyper={"task_sampling": mode, "batch_size": 1, "task_count": 1},
-                         runner={"cache_dir": str(tmp_path / "cache")})
+def test_campaigns_are_drawn_in_proportion_to_their_rows(tiny_config, tmp_path):
+    expect_small_share = 0.1 / 1.1
+    config = tiny_config(hyper={"batch_size": 1, "task_count": 1},
+                         runner={"cache_dir": str(tmp_path / "cache"), "meta_val_fraction": 0.0})
     schema = schema_from_config(config)
     path = save(make_frame(schema, np.random.default_rng(1), [1000, 100]), tmp_path / "train_stage1.pkl")
     reader = TrainReader([path], config)

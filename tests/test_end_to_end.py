@@ -61,14 +61,15 @@ def test_infer_beats_chance_and_writes_metrics(trained):
     work, _ = trained
     log = run("infer.py", "runner.test_data_dir=data/test_hot", "runner.infer_load_path=out",
               "runner.infer_start_epoch=2", "runner.infer_end_epoch=3", "runner.infer_train_epoch=5",
-              "runner.infer_batch_size=32", "runner.metrics_path=metrics.json", *MODEL, cwd=work)
-    result = json.loads((work / "metrics.json").read_text())
+              "runner.infer_batch_size=32", "runner.output_dir=hot_metrics", *MODEL, cwd=work)
+    result = json.loads((work / "hot_metrics" / "metrics.json").read_text())
     summary = result["summary"]
     assert summary["campaigns"] == 2 and len(result["campaigns"]) == 2
     assert summary["auc"] > 0.6 and summary["gauc"] > 0.6
     first = result["campaigns"][0]
-    for key in ("aid", "seed_rows", "candidates", "auc", "precision@5%", "recall@5%", "finetune_steps"):
+    for key in ("aid", "seed_rows", "candidates", "auc", "precision@5%", "recall@5%", "adaptation", "adapted"):
         assert key in first
+    assert first["adaptation"] == "mixture" and first["adapted"].startswith("routes ")
     assert "[2/2 | " in log and "ETA" in log and "epoch 2 summary: AUC" in log
 
 
@@ -175,7 +176,7 @@ def test_expand_matches_infer_audience(trained):
         assert metrics_json["summary"][key] == pytest.approx(campaigns[key].mean(), rel=1e-5)
 
 
-def test_export_of_a_wide_cv_campaign_is_refused_in_one_line(trained):
+def test_export_of_a_mixture_campaign_is_refused_in_one_line(trained):
     import pandas as pd
 
     work, _ = trained
@@ -186,7 +187,7 @@ def test_export_of_a_wide_cv_campaign_is_refused_in_one_line(trained):
            "runner.infer_end_epoch=3", *MODEL]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "runner.adaptation=wide_cv adapts a campaign outside the network" in proc.stderr
+    assert "runner.adaptation=mixture adapts a campaign outside the network" in proc.stderr
     assert "-o runner.adaptation=finetune" in proc.stderr
 
 
@@ -195,9 +196,9 @@ def test_export_matches_dygraph(trained, campaign):
     import pandas as pd
     from paddle import inference
 
-    from tools.campaign import finetune_campaign, read_campaign_file
+    from metaheac.adapt import adapt
+    from tools.utils.seed_files import read_campaign
     from tools.utils.yaml_config import load_config
-    from metaheac.adapt import merged_state
 
     work, _ = trained
     overrides = ["runner.infer_load_path=out", "runner.infer_start_epoch=2", "runner.infer_end_epoch=3", *MODEL]
@@ -207,7 +208,7 @@ def test_export_matches_dygraph(trained, campaign):
         frame = pd.read_pickle(work / "data" / "test_cold" / "test_stage1.pkl")
         frame[frame["aid"] == frame["aid"].iloc[0]].to_pickle(work / "seeds.pkl")
         extra += ["--seeds", "seeds.pkl", "-v"]
-        # a fine-tuned campaign is a network; wide_cv's adaptation is not (the next test)
+        # a fine-tuned campaign is a network; the mixture's adaptation is not (the previous test)
         overrides.append("runner.adaptation=finetune")
     log = run("tools/export.py", *overrides, cwd=work, extra=extra)
     # hidden by default (run() checks), -v shows Paddle's own lines
@@ -218,12 +219,9 @@ def test_export_matches_dygraph(trained, campaign):
     from dygraph_model import DygraphModel
     from tools.utils.checkpoint import load_checkpoint
     model = DygraphModel().create_model(config)
-    load_checkpoint(str(work / "out" / "2"), model)
+    _, learned = load_checkpoint(str(work / "out" / "2"), model)
     if campaign:
-        seeds = read_campaign_file(str(work / "seeds.pkl"), config)
-        tuned = finetune_campaign(model, seeds, config)
-        model.set_state_dict(merged_state(model, tuned.params, tuned.uniq))
-    model.eval()
+        model.set_state_dict(adapt(learned, read_campaign(str(work / "seeds.pkl"), config), config).state_dict())
     schema = model.schema
     frame = pd.read_pickle(work / "data" / "test_hot" / "test_stage2.pkl").iloc[:300]
     static = frame[[f.name for f in schema.static]].to_numpy().astype("int64")

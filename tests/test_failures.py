@@ -108,13 +108,11 @@ def test_a_checkpoint_write_interrupted_at_each_step_keeps_a_complete_copy(tmp_p
 ])
 def test_the_next_trainer_start_cleans_what_a_killed_write_left(tmp_path, caplog, left, restored):
     """What a SIGKILL leaves at each step (no cleanup ran), undone with a log line."""
-    from tools.trainer import _claim
-
     root = tmp_path / "out"
     for name, text in left.items():
         os.makedirs(root / name.format(pid=DEAD))
         (root / name.format(pid=DEAD) / "v").write_text(text)
-    lock = _claim(str(root))
+    lock = files.claim(str(root / ".lock"), "runner.model_save_path", str(root))
     lock.release()
     assert sorted(os.listdir(root)) == ([] if restored is None else ["0"])
     if restored:
@@ -124,19 +122,64 @@ def test_the_next_trainer_start_cleans_what_a_killed_write_left(tmp_path, caplog
 
 # -- one run per directory -------------------------------------------------------------------------------------
 
+HOLD_LOCK = ("import sys, time; sys.path.insert(0, sys.argv[1]); from metaheac.files import DirLock; "
+             "DirLock(sys.argv[2], 'k').acquire(); print('held', flush=True); time.sleep(60)")
+
+
 def test_a_second_trainer_on_a_directory_stops_at_once_naming_the_holder(tiny):
     make, tmp = tiny
     os.makedirs(tmp / "out")
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, ROOT, str(tmp / "out" / ".lock")],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        (tmp / "out" / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                         "started": "now"}))
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=f"in use by pid {holder.pid} on {socket.gethostname()}"):
             train(make())
     finally:
         holder.kill()
         holder.wait()
-    assert os.listdir(tmp / "out") == [".lock"]  # nothing written, the holder's lock kept
+    assert os.listdir(tmp / "out") == [".lock"]  # nothing written
+    train(make())  # the holder was killed: the kernel dropped its lock
+
+
+RACE = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from metaheac.errors import ConfigError
+from metaheac.files import DirLock
+lock, inside = sys.argv[2], sys.argv[3]
+held = 0
+deadline = time.time() + float(sys.argv[4])
+while time.time() < deadline:
+    try:
+        d = DirLock(lock, "k").acquire()
+    except ConfigError:
+        continue
+    fd = os.open(os.path.join(inside, str(os.getpid())), os.O_CREAT | os.O_WRONLY)
+    os.close(fd)
+    if len(os.listdir(inside)) != 1:
+        print("two holders", os.listdir(inside), flush=True)
+    os.remove(os.path.join(inside, str(os.getpid())))
+    d.release()
+    held += 1
+print("held", held, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_racing_for_a_lock_never_hold_it_together(tmp_path):
+    """Four processes take and release one lock as fast as they can, a stale
+    record of a dead holder there at the start: at every moment at most one
+    holds it, and each gets it."""
+    lock, inside = tmp_path / ".lock", tmp_path / "inside"
+    inside.mkdir()
+    lock.write_text(json.dumps({"pid": DEAD, "host": socket.gethostname()}))
+    racers = [subprocess.Popen([sys.executable, "-c", RACE, ROOT, str(lock), str(inside), "4"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0] for p in racers]
+    assert all(p.returncode == 0 for p in racers), outs
+    assert not any("two holders" in out for out in outs), outs
+    assert all(int(out.split("held")[-1]) > 0 for out in outs), outs
 
 
 def test_a_stale_lock_is_taken_over_with_a_warning(tiny, caplog):
@@ -156,7 +199,8 @@ def test_two_trainer_processes_on_one_directory(tiny):
     generate(str(tmp / "data"), seed=6, n_train=6, n_hot=1, n_cold=1, scale=0.5)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "trainer.py"), "-m", os.path.join(ROOT, "config.yaml"), "-o",
            f"runner.train_data_dir={tmp}/data/train", f"runner.model_save_path={tmp}/shared", "runner.epochs=1",
-           "runner.print_interval=1", "hyper_parameters.batch_size=32", "hyper_parameters.embed_dim=8"]
+           "runner.print_interval=1", "hyper_parameters.batch_size=4", "hyper_parameters.embed_dim=8",
+           "runner.meta_val_fraction=0"]  # an epoch of several hundred meta-steps: the first is still training
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in first.stdout:  # the first is training
         if "batch 1/" in line:

@@ -1,155 +1,92 @@
-"""Per-campaign fine-tuning controls, dropout and disjoint support/query sampling."""
+"""Adapting by fine-tuning (runner.adaptation=finetune) and routing by the seeds."""
 import numpy as np
 import paddle
 import pytest
 
 from conftest import make_frame, random_rows, random_task
 from dygraph_model import DygraphModel
-from metaheac import adapt, routing, scoring
-from metaheac.schema import schema_from_config
+from metaheac import routing
+from metaheac.adapt import adapt
+from metaheac.learned import Learned
+from metaheac.rows import cut
+from metaheac.scoring import network_scores
 
 
 def setup(tiny_config, seed=0, hyper=None, overrides=(), **runner):
-    config = tiny_config(runner=runner, hyper=hyper, overrides=overrides)
+    config = tiny_config(runner={"adaptation": "finetune", "route_prior": 0.0, "infer_batch_size": 8, **runner},
+                         hyper=hyper, overrides=overrides)
     paddle.seed(seed)
     net = DygraphModel().create_model(config)
-    net.eval()
     task = random_task(net.schema, np.random.default_rng(seed), batch=40)
-    stage1 = {"rows": task["sup_rows"], "lengths": task["sup_lengths"], "labels": task["sup_labels"]}
+    stage1 = {"aid": 1, "rows": task["sup_rows"], "lengths": task["sup_lengths"], "labels": task["sup_labels"]}
     return config, net, stage1
 
 
-def run(config, net, stage1, seed=1):
-    return adapt.finetune(net, stage1, config, np.random.default_rng(seed))
+def run(config, net, stage1, seed=1, trained_ad_rows=None):
+    return adapt(Learned(net, None, trained_ad_rows), stage1, config, np.random.default_rng(seed))
 
 
 def changed(net, params, uniq):
     own = dict(net.named_parameters())
     out = {}
     for name, t in params.items():
-        base = (net.cut(name, own[name], paddle.to_tensor(uniq)) if name in net.row_tables else own[name]).numpy()
+        base = (cut(net, name, own[name], paddle.to_tensor(uniq)) if name in net.row_tables else own[name]).numpy()
         out[name] = not np.array_equal(base, t.numpy())
     return out
 
 
-def test_defaults_are_paddlerec_epochs_over_all_parameters(tiny_config):
-    config, net, stage1 = setup(tiny_config, infer_train_epoch=3)  # batch_size 8 -> 5 steps an epoch
+def test_epochs_over_all_parameters_leave_the_network_as_it_was(tiny_config):
+    config, net, stage1 = setup(tiny_config, infer_train_epoch=3)  # 40 seeds, batch 8 -> 5 steps an epoch
     before = {n: p.numpy().copy() for n, p in net.named_parameters()}
-    params, uniq, steps, *_ = run(config, net, stage1)
-    assert steps == 15
-    assert all(changed(net, params, uniq).values())
+    tuned = run(config, net, stage1)
+    assert tuned.steps == 15 and tuned.method == "finetune" and tuned.describe() == "15 fine-tune steps"
+    assert all(changed(net, tuned.params, tuned.uniq).values())
     for n, p in net.named_parameters():  # the meta-learned model itself is untouched
         np.testing.assert_array_equal(before[n], p.numpy())
 
 
-@pytest.mark.parametrize("group, frozen", [("heads", ("embedding", "expert_w0", "expert_b1")),
-                                           ("no_embedding", ("embedding",))])
-def test_parameter_groups(tiny_config, group, frozen):
-    config, net, stage1 = setup(tiny_config, finetune_params=group)
-    params, uniq, *_ = run(config, net, stage1)
-    moved = changed(net, params, uniq)
-    for name in frozen:
-        assert not moved[name], name
-    assert moved["critic_w"] and moved["critic_gate_w1"]
-
-
-def test_step_budget_overrides_epochs(tiny_config):
-    config, net, stage1 = setup(tiny_config, finetune_steps=7, infer_train_epoch=50)
-    assert run(config, net, stage1).steps == 7
-
-
-def test_early_stopping_on_held_out_seeds(tiny_config):
-    config, net, stage1 = setup(tiny_config, finetune_steps=400, finetune_val_fraction=0.3, finetune_patience=3)
-    params, uniq, steps, *_ = run(config, net, stage1)
-    assert steps < 400  # random labels: the held-out loss stops improving early
-    again = run(config, net, stage1)
-    assert again.steps == steps
-    for name in params:
-        np.testing.assert_array_equal(params[name].numpy(), again.params[name].numpy())
-
-
-def test_dropout_only_in_training_mode(tiny_config):
-    config = tiny_config(hyper={"dropout": 0.5})
-    net = DygraphModel().create_model(config)
-    task = random_task(net.schema, np.random.default_rng(0), batch=16)
-    rows, lengths = paddle.to_tensor(task["sup_rows"]), paddle.to_tensor(task["sup_lengths"])
-    net.train()
-    assert not np.array_equal(net.forward_rows(rows, lengths).numpy(), net.forward_rows(rows, lengths).numpy())
-    net.eval()
-    np.testing.assert_array_equal(net.forward_rows(rows, lengths).numpy(), net.forward_rows(rows, lengths).numpy())
-
-
-def test_disjoint_support_and_query(tiny_config, tmp_path):
-    from reader_train import RecDataset
-    config = tiny_config(hyper={"support_query": "disjoint", "batch_size": 8},
-                         runner={"cache_dir": str(tmp_path / "cache")})
-    schema = schema_from_config(config)
-    make_frame(schema, np.random.default_rng(0), [40, 9]).to_pickle(tmp_path / "train_stage1.pkl")
-    reader = RecDataset([str(tmp_path / "train_stage1.pkl")], config)
-    rng = np.random.default_rng(0)
-    for start, end in ((0, 40), (40, 49)):
-        for _ in range(20):
-            sup, qry = reader._pick(start, end, rng)
-            assert len(sup) == len(qry) == 8
-            assert set(sup.tolist()).isdisjoint(qry.tolist())
-            assert min(sup.min(), qry.min()) >= start and max(sup.max(), qry.max()) < end
-
-
-def test_linear_experts_option(tiny_config):
-    """expert_activation=linear drops the experts' ReLUs: same parameters, different outputs."""
-    outputs = []
-    for act in ("relu", "linear"):
-        config = tiny_config(hyper={"expert_activation": act})
-        paddle.seed(0)
-        net = DygraphModel().create_model(config)
-        task = random_task(net.schema, np.random.default_rng(0), batch=16)
-        rows, lengths = paddle.to_tensor(task["sup_rows"]), paddle.to_tensor(task["sup_lengths"])
-        out = net.forward_rows(rows, lengths)
-        out.sum().backward()
-        assert all(p.grad is not None and np.abs(p.grad.numpy()).sum() > 0 for p in net.parameters())
-        outputs.append(out.numpy())
-    assert not np.allclose(outputs[0], outputs[1])
-
-
 def test_zero_fine_tuning_epochs_scores_the_meta_learned_model(tiny_config):
     config, net, stage1 = setup(tiny_config, infer_train_epoch=0)
-    params, uniq, steps, *_ = run(config, net, stage1)
-    assert steps == 0
-    assert not any(changed(net, params, uniq).values())
+    tuned = run(config, net, stage1)
+    assert tuned.steps == 0
+    assert not any(changed(net, tuned.params, tuned.uniq).values())
+    np.testing.assert_array_equal(tuned.score(stage1["rows"], stage1["lengths"]),
+                                  network_scores(net, stage1["rows"], stage1["lengths"]))
 
 
-def test_wide_and_lookup_gates_fine_tune_and_merge(tiny_config):
+@pytest.mark.parametrize("hyper", [{"wide": True, "gate": "lookup"}, {"wide": False, "gate": "mlp"}])
+def test_row_tables_fine_tune_and_merge(tiny_config, hyper):
     """The wide and gate tables are cut to the campaign's rows like the
-    embedding, adapt, and merge back into a full state dict; `heads` adapts
-    the lookup gates but not the wide weights or the embedding."""
-    hyper = {"wide": True, "gate": "lookup"}
+    embedding, adapt, and merge back into a full state dict (export) that
+    scores as the fine-tuned campaign does."""
     config, net, stage1 = setup(tiny_config, hyper=hyper)
-    params, uniq, *_ = run(config, net, stage1)
-    assert all(changed(net, params, uniq).values())
-    state = adapt.merged_state(net, params, uniq)
-    for name in ("wide", "gate_table"):
-        merged = net.cut(name, state[name], paddle.to_tensor(uniq))  # the campaign's rows of the merged table
-        np.testing.assert_array_equal(merged.numpy(), params[name].numpy())
-    config, net, stage1 = setup(tiny_config, hyper=hyper, finetune_params="heads")
-    moved = changed(net, *run(config, net, stage1)[:2])
-    assert moved["gate_table"] and moved["critic_w"]
-    assert not moved["wide"] and not moved["embedding"]
+    tuned = run(config, net, stage1)
+    assert all(changed(net, tuned.params, tuned.uniq).values())
+    state = tuned.state_dict()
+    for name in net.row_tables:
+        merged = cut(net, name, state[name], paddle.to_tensor(tuned.uniq))  # the campaign's rows of the merged table
+        np.testing.assert_array_equal(merged.numpy(), tuned.params[name].numpy())
+    fresh = DygraphModel().create_model(config)
+    fresh.set_state_dict(state)
+    np.testing.assert_allclose(network_scores(fresh, stage1["rows"], stage1["lengths"]),
+                               tuned.score(stage1["rows"], stage1["lengths"]), rtol=1e-5, atol=1e-7)
 
 
 def test_learning_rate_scales_apply_to_fine_tuning(tiny_config):
     """optimizer.*_lr_scale multiply the fine-tuning rate as they do the outer one:
     one Adam step moves each weight by about its learning rate."""
     def one_step(scale):
-        overrides = [f"hyper_parameters.optimizer.{k}_lr_scale={scale}" for k in ("wide", "gate", "embedding")]
+        overrides = [f"hyper_parameters.optimizer.{k}_lr_scale={scale}" for k in ("wide", "gate")]
         config, net, stage1 = setup(tiny_config, hyper={"wide": True, "gate": "lookup"}, overrides=overrides,
-                                    finetune_steps=1)
-        params, uniq, *_ = run(config, net, stage1)
+                                    infer_train_epoch=1, infer_batch_size=40)
+        tuned = run(config, net, stage1)
         own = dict(net.named_parameters())
-        cut = {n: net.cut(n, own[n], paddle.to_tensor(uniq)) if n in net.row_tables else own[n] for n in params}
-        return {n: np.abs(t.numpy() - cut[n].numpy()).max() for n, t in params.items()}
+        start = {n: cut(net, n, own[n], paddle.to_tensor(tuned.uniq)) if n in net.row_tables else own[n]
+                 for n in tuned.params}
+        return {n: np.abs(t.numpy() - start[n].numpy()).max() for n, t in tuned.params.items()}
 
     base, scaled = one_step(1.0), one_step(3.0)
-    for name in ("wide", "gate_table", "embedding"):
+    for name in ("wide", "gate_table"):
         assert scaled[name] == pytest.approx(3.0 * base[name], rel=1e-3), name
     assert scaled["critic_w"] == pytest.approx(base["critic_w"], rel=1e-3)
 
@@ -159,7 +96,7 @@ def routed_setup(tiny_config, truth, own_id=1, n=300, **runner):
     expert 1, the experts' regressions on age pointing opposite ways, and a
     seed set of campaign id `own_id` labelled by expert `truth`'s model."""
     hyper = {"wide": True, "gate": "lookup", "gate_fields": ["adCategoryId"]}
-    config, net, _ = setup(tiny_config, hyper=hyper, infer_train_epoch=0, **runner)
+    config, net, _ = setup(tiny_config, hyper=hyper, **{"infer_train_epoch": 0, **runner})
     schema = net.schema
     age, cat = schema.static[0], next(f for f in schema.ad if f.name == "adCategoryId")
     gate = np.zeros(net.gate_table.shape, np.float32)
@@ -175,7 +112,7 @@ def routed_setup(tiny_config, truth, own_id=1, n=300, **runner):
     ids, lengths = random_rows(schema, rng, n)
     ids[:, schema.num_id_cols - len(schema.data_ad) + schema.data_ad.index(cat)] = own_id
     p = 1.0 / (1.0 + np.exp(-(slope if truth == 0 else -slope)[ids[:, 0]]))
-    stage1 = {"rows": schema.table_rows(ids), "lengths": lengths,
+    stage1 = {"aid": own_id, "rows": schema.table_rows(ids), "lengths": lengths,
               "labels": (rng.random(n) < p).astype(np.float32)}
     return config, net, stage1, cat
 
@@ -194,12 +131,11 @@ def test_seeds_route_a_campaign_whose_gate_id_misdescribes_it(tiny_config):
     # so it scores its seeds as id 2 does
     as_two = stage1["rows"].copy()
     as_two[as_two == cat.offset + 1] = cat.offset + 2
-    batch = adapt.infer_batch_size(config)
-    remapped = np.searchsorted(tuned.uniq, stage1["rows"])
-    np.testing.assert_allclose(scoring.score(net, tuned.params, remapped, stage1["lengths"], batch),
-                               scoring.score(net, None, as_two, stage1["lengths"], batch), atol=1e-6)
+    np.testing.assert_allclose(tuned.score(stage1["rows"], stage1["lengths"]),
+                               network_scores(net, as_two, stage1["lengths"]), atol=1e-6)
+    assert tuned.describe().startswith("0 fine-tune steps; routed adCategoryId 1 -> 2")
     # the merged state (export) carries the routing under the campaign's own id
-    state = adapt.merged_state(net, tuned.params, tuned.uniq)
+    state = tuned.state_dict()
     np.testing.assert_array_equal(state["gate_table"].numpy()[two - 1], net.gate_table.numpy()[two])
 
 
@@ -210,12 +146,12 @@ def test_routing_never_picks_an_id_training_did_not_see(tiny_config):
     first = run(config, net, stage1).route
     assert first["id"] == 2 and first["margin"] > 0  # held out: every other seed
     assert run(config, net, stage1).route == first  # deterministic
-    net.trained_ad_rows = {r for r in range(net.schema.num_rows) if r != cat.offset + 2}
-    route = run(config, net, stage1).route
-    assert route is None or route["row"] in net.trained_ad_rows
+    trained = frozenset(r for r in range(net.schema.num_rows) if r != cat.offset + 2)
+    route = run(config, net, stage1, trained_ad_rows=trained).route
+    assert route is None or route["row"] in trained
 
 
-def test_routing_keeps_a_well_described_campaign_and_is_off_by_default(tiny_config):
+def test_routing_keeps_a_well_described_campaign_and_is_off_at_prior_0(tiny_config):
     config, net, stage1, _ = routed_setup(tiny_config, truth=0, route_prior=0.1)
     assert run(config, net, stage1).route is None  # its own id fits its seeds best
     config, net, stage1, _ = routed_setup(tiny_config, truth=1)
@@ -241,7 +177,6 @@ def test_forward_routes_scores_each_routing_like_the_rerouted_rows(tiny_config, 
                                 "mlp_dims": mlp_dims})
     paddle.seed(0)
     net = DygraphModel().create_model(config)
-    net.eval()
     schema = net.schema
     ids, lengths = random_rows(schema, np.random.default_rng(0), n=10)
     rows = schema.table_rows(ids)
@@ -266,7 +201,7 @@ def test_routing_reads_a_bounded_number_of_seeds(tiny_config, monkeypatch):
     real = net.forward_routes
     monkeypatch.setattr(net, "forward_routes", lambda rows, *a, **k: seen.append(rows.shape[0]) or real(rows, *a, **k))
     monkeypatch.setattr(routing, "ROUTE_MAX_SEEDS", 50)
-    route = routing.choose_route(net, stage1, 0.1)
+    route = routing.choose_route(Learned(net), stage1, 0.1)
     assert (route["own_id"], route["id"]) == (1, 2)
     assert sum(seen) == 50
 
@@ -278,12 +213,12 @@ def test_a_one_class_seed_set_is_not_routed(tiny_config, caplog):
     assert run(config, net, stage1).route is not None  # with both classes, these seeds re-route it
     stage1 = {**stage1, "labels": np.ones_like(stage1["labels"]), "aid": 42}
     assert run(config, net, stage1).route is None
-    assert "campaign 42: its 300 seeds are all positive" in caplog.text
+    assert "campaign 42: its 300 seeds are all of one class" in caplog.text
 
 
 def test_training_campaigns_ad_rows_travel_with_the_checkpoint(tiny_config, tmp_path):
     """The reader lists the ad rows of the training campaigns; the trainer saves
-    them in state.json and loading a checkpoint gives them to the network."""
+    them in state.json and loading a checkpoint gives them to the adaptation."""
     from reader_train import RecDataset
     from tools.utils.checkpoint import load_checkpoint, save_checkpoint
 
@@ -297,7 +232,5 @@ def test_training_campaigns_ad_rows_travel_with_the_checkpoint(tiny_config, tmp_
     assert set(reader.ad_rows) == expected
     save_checkpoint(str(tmp_path / "ck"), 0, net, None, config, {"epoch": 0, "complete": True,
                                                                  "trained_ad_rows": reader.ad_rows})
-    fresh = DygraphModel().create_model(config)
-    assert fresh.trained_ad_rows is None
-    load_checkpoint(str(tmp_path / "ck" / "0"), fresh)
-    assert fresh.trained_ad_rows == expected
+    _, learned = load_checkpoint(str(tmp_path / "ck" / "0"), DygraphModel().create_model(config))
+    assert learned.trained_ad_rows == expected

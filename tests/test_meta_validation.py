@@ -21,7 +21,7 @@ def reader(config):
 
 
 def test_held_out_campaigns_are_never_trained_on(make):
-    full, held = reader(make()), reader(make(meta_val_fraction=0.3))
+    full, held = reader(make(meta_val_fraction=0.0)), reader(make(meta_val_fraction=0.3))
     aid = lambda t: int(t[0].aids[t[1]])  # noqa: E731
     assert len(held.tasks) == 10  # nothing is held out until a trainer asks (PaddleRec's never does)
     tasks = held.validation_tasks()
@@ -41,21 +41,23 @@ def test_held_out_campaigns_are_never_trained_on(make):
 
 
 def validation_gauc(config, path):
+    """What meta-validation reads, computed apart: the held-out campaigns'
+    query rows scored once their support rows have weighed the routings
+    (runner.adaptation=routed)."""
     from dygraph_model import DygraphModel
-    from metaheac.combine import mixture_auc
-    model = DygraphModel().create_model(config)
-    load_checkpoint(path, model)
-    model.eval()
-    r = reader(config)
-    tasks = r.validation_tasks()
-    model.trained_ad_rows = set(r.ad_rows)
-    return float(np.nanmean([mixture_auc(model, s, q, config["runner.route_prior"], 4096) for s, q in tasks]))
+    from metaheac.adapt import adapt
+    from metaheac.metrics import auc
+    _, learned = load_checkpoint(path, DygraphModel().create_model(config))
+    config = {**config, "runner.adaptation": "routed"}
+    return float(np.mean([auc(q["labels"], adapt(learned._replace(groups=None), s, config).score(
+        q["rows"], q["lengths"])) for s, q in reader(config).validation_tasks()]))
 
 
-def test_checkpoints_hold_the_best_checked_parameters(make, tmp_path):
-    from tools.trainer import train
-    config = make(epochs=2, meta_val_fraction=0.3, meta_val_interval=3, route_prior=0.1)
-    out = train(config)
+def test_checkpoints_hold_the_best_checked_parameters(make, tmp_path, monkeypatch):
+    from tools import trainer
+    monkeypatch.setattr(trainer, "META_VAL_INTERVAL", 3)
+    config = make(epochs=2, meta_val_fraction=0.3, route_prior=0.1)
+    out = trainer.train(config)
     steps, gaucs = zip(*out["validation"])
     best = int(np.argmax(gaucs))
     assert out["best_meta_step"] == steps[best]
@@ -76,7 +78,8 @@ def test_patience_stops_training_and_the_epochs_left_hold_the_best(make, tmp_pat
             first.update(self.best_params)
             self.best = float("inf")
     monkeypatch.setattr(trainer.Validation, "check", nothing_beats_the_first)
-    config = make(epochs=4, meta_val_fraction=0.3, meta_val_interval=2, meta_val_patience=2)
+    monkeypatch.setattr(trainer, "META_VAL_INTERVAL", 2)
+    config = make(epochs=4, meta_val_fraction=0.3, meta_val_patience=2)
     out = trainer.train(config)
     assert out["meta_batches"] == 6 and out["epochs"] == 1  # checks at 2, 4, 6: two without a better loss
     assert out["best_meta_step"] == 2
@@ -92,5 +95,5 @@ def test_patience_stops_training_and_the_epochs_left_hold_the_best(make, tmp_pat
 
 def test_without_a_held_out_share_nothing_changes(make):
     from tools.trainer import train
-    out = train(make(epochs=1))
+    out = train(make(epochs=1, meta_val_fraction=0.0))
     assert out["validation"] == [] and out["best_meta_step"] is None

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tools.utils import metrics
+from metaheac import metrics
 
 
 def test_auc_exact_and_undefined_for_one_class():
@@ -19,7 +19,7 @@ def test_rank_auc_equals_the_area_under_the_roc_curve_with_ties():
         labels = rng.integers(0, 2, n).astype(np.float32)
         scores = rng.normal(size=n).round(decimals)
         assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert np.isnan(auc(np.zeros(5), np.arange(5.0)))
+    assert auc(np.zeros(5), np.arange(5.0)) is None  # undefined: one class
 
 
 def test_roc_curve_matches_sklearn_and_its_area_is_the_auc():
@@ -57,7 +57,7 @@ def test_summary_pools_candidates_and_averages_campaigns():
 
 def test_report_png_without_any_defined_auc(tmp_path):
     """Every campaign single-class (e.g. PaddleRec's all-positive sample): the report still draws."""
-    from tools.utils.report import draw_report
+    from tools.utils.plots import draw_report
     rows = [{"aid": 1, "seed_rows": 10, "auc": None}, {"aid": 2, "seed_rows": 20, "auc": None}]
     path = draw_report(str(tmp_path / "infer_x" / "report.png"), "x", rows, np.ones(5), np.linspace(0, 1, 5))
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

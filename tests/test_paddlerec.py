@@ -125,7 +125,7 @@ def test_a_plain_paddlerec_config_dict_trains(tmp_path):
         assert np.isfinite(float(printed["loss"].numpy()))
         steps += 1
     assert steps == 4  # ceil(32 rows / batch 8)
-    assert config["hyper_parameters.num_expert"] == 3 and config["hyper_parameters.gate"] == "mlp"  # defaults filled
+    assert config["hyper_parameters.num_expert"] == 3 and config["hyper_parameters.gate"] == "lookup"  # defaults filled
 
 
 def test_paddlerec_file_names_are_read(tiny_config, tmp_path):

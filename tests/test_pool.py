@@ -42,7 +42,7 @@ def expand(config, seeds, pool, out, **runner):
     return run(config, argparse.Namespace(seeds=str(seeds), candidates=str(pool), out=str(out), epoch=None))
 
 
-@pytest.mark.parametrize("adaptation", ["finetune", "wide_cv"])
+@pytest.mark.parametrize("adaptation", ["finetune", "mixture"])
 def test_same_users_same_scores_whatever_the_format_and_chunk(setup, adaptation):
     config, _, tmp = setup
     results = []
@@ -60,7 +60,7 @@ def test_same_users_same_scores_whatever_the_format_and_chunk(setup, adaptation)
     assert (tmp / "out_pool.pkl_10000" / "summary.csv").is_file()
 
 
-@pytest.mark.parametrize("adaptation", ["finetune", "wide_cv"])  # wide_cv: one pass of the experts for both
+@pytest.mark.parametrize("adaptation", ["finetune", "mixture"])  # mixture: one pass of the experts for both
 def test_each_campaign_ranks_as_it_would_alone(setup, adaptation):
     config, _, tmp = setup
     expand(config, tmp / "seeds.pkl", tmp / "pool.parquet", tmp / "both", pool_chunk_rows=100, adaptation=adaptation)
@@ -98,11 +98,11 @@ def test_unusable_inputs_fail_with_one_line(setup):
 
 
 def test_export_wants_the_seeds_of_one_campaign(setup):
-    from tools.campaign import read_campaign_file
+    from tools.utils.seed_files import read_campaign
 
     config, _, tmp = setup
     with pytest.raises(DataError, match="holds 2 campaigns .* give the seeds of one campaign"):
-        read_campaign_file(str(tmp / "seeds.pkl"), config)
+        read_campaign(str(tmp / "seeds.pkl"), config)
 
 
 def test_parquet_splits_read_as_the_pickles(setup):

@@ -390,6 +390,6 @@ def test_trains_and_infers_on_the_output_through_the_cli(processed, tmp_path):
     assert (tmp_path / "model" / "0" / "rec.pdparams").is_file()
     run("infer.py", f"runner.test_data_dir={base / 'out' / 'test_hot'}", "runner.infer_load_path=model",
         "runner.infer_start_epoch=0", "runner.infer_end_epoch=1", "runner.infer_train_epoch=1",
-        "runner.metrics_path=metrics.json")
-    result = json.loads((tmp_path / "metrics.json").read_text())
+        "runner.output_dir=evaluated")
+    result = json.loads((tmp_path / "evaluated" / "metrics.json").read_text())
     assert result["summary"]["campaigns"] == summary["splits"]["test_hot"]["campaigns"]

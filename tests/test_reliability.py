@@ -178,7 +178,7 @@ def test_infer_handles_single_class_and_unmatched_campaigns(tiny_config, tmp_pat
 
     config = tiny_config(runner={"model_save_path": str(tmp_path / "out"), "epochs": 1,
                                  "train_data_dir": str(tmp_path / "train"), "test_data_dir": str(tmp_path / "test"),
-                                 "metrics_path": str(tmp_path / "m.json")})
+                                 "output_dir": str(tmp_path / "infer")})
     config["config_abs_dir"] = ROOT
     schema = schema_from_config(config)
     rng = np.random.default_rng(0)
@@ -197,4 +197,4 @@ def test_infer_handles_single_class_and_unmatched_campaigns(tiny_config, tmp_pat
     assert by_aid[11]["auc"] is None and by_aid[10]["auc"] is not None
     assert result["unmatched_campaigns"]["stage1_only"] == [12]
     assert result["summary"]["campaigns_with_auc"] == 1
-    assert json.loads((tmp_path / "m.json").read_text())["summary"]["campaigns"] == 2
+    assert json.loads((tmp_path / "infer" / "metrics.json").read_text())["summary"]["campaigns"] == 2

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tools.utils import metrics, report
+from metaheac import metrics
+from tools.utils import plots, report
 
 # 20 candidates, 4 positives (base rate 0.2); candidates 1 and 2 tie, and the
 # stable order puts the negative 1 first
@@ -81,7 +82,7 @@ def test_report_every_axis_has_tick_labels(sizes):
     labels = (rng.random(400) < 0.2).astype(np.int64)
     scores = rng.random(400) + 0.3 * labels
     sibling = {"campaigns": _campaigns(sizes[::-1] * 0.5, rng), "gains": {"reached": list(metrics.GAINS_GRID)}}
-    fig = report.report_figure("test_hot", _campaigns(sizes, rng), labels, scores, siblings={"test_cold": sibling})
+    fig = plots.report_figure("test_hot", _campaigns(sizes, rng), labels, scores, siblings={"test_cold": sibling})
     ticks = _labelled_ticks(fig)
     assert len(ticks) == 6
     for where, texts in ticks.items():
@@ -100,14 +101,14 @@ def test_report_of_an_unlabelled_pool_draws_the_score_histogram(tmp_path):
     rng = np.random.default_rng(1)
     scores = rng.random(300)
     rows = [{"aid": 1, "seed_rows": 40, "auc": None}]
-    fig = report.report_figure("pool", rows, None, scores, cutoff=0.9)
+    fig = plots.report_figure("pool", rows, None, scores, cutoff=0.9)
     assert len(fig.axes) == 2
     histogram = fig.axes[1]
     assert len(histogram.patches) == 50
     assert histogram.get_legend().get_texts()[0].get_text() == f"cut-off 0.9: top {(scores >= 0.9).sum()} of 300"
     assert all(_labelled_ticks(fig)[histogram.get_title(), axis] for axis in "xy")
     plt.close(fig)
-    path = report.draw_report(str(tmp_path / "infer_pool" / "report.png"), "pool", rows, None, scores, cutoff=0.9)
+    path = plots.draw_report(str(tmp_path / "infer_pool" / "report.png"), "pool", rows, None, scores, cutoff=0.9)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -118,7 +119,7 @@ def test_training_curve(tmp_path):
 
     losses = list(np.linspace(0.7, 0.4, 30))
     losses[7] = float("nan")
-    fig = report.training_figure(losses, [15, 30], [0.6, 0.45], first_epoch=2, validation=[(15, 0.62), (30, 0.7)])
+    fig = plots.training_figure(losses, [15, 30], [0.6, 0.45], first_epoch=2, validation=[(15, 0.62), (30, 0.7)])
     ax, right = fig.axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "meta-step loss", "smoothed (EMA, span 2 steps)", "epoch mean"]
@@ -127,5 +128,5 @@ def test_training_curve(tmp_path):
     assert {t.get_text() for t in ax.texts} == {"epoch 2", "epoch 3"}
     assert all(_labelled_ticks(fig).values())
     plt.close(fig)
-    path = report.draw_training(str(tmp_path / "train.png"), losses, [15, 30], [0.6, 0.45])
+    path = plots.draw_training(str(tmp_path / "train.png"), losses, [15, 30], [0.6, 0.45])
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -70,7 +70,8 @@ def add_args(parser):
     parser.add_argument("--epoch", type=int, default=None,
                         help="checkpoint epoch under runner.infer_load_path (default: runner.infer_end_epoch - 1)")
     parser.add_argument("--seeds", default=None, help="processed-layout .pkl of one campaign's seed set: "
-                        "export the model fine-tuned on it (runner.adaptation=finetune; default: none, the meta-learned model)")
+                        "export the model fine-tuned on it, with -o runner.adaptation=finetune (default: none, the "
+                        "meta-learned model)")
     parser.add_argument("--out", default=None, help="output directory (default: <checkpoint>/export)")
 
 

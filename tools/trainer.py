@@ -325,7 +325,8 @@ def _epoch(run, epoch, stop, validation, steps_before):
 def train(config):
     """Meta-train as configured; returns a summary dict: epochs, meta_batches,
     samples, seconds, loss (the last epoch's mean), epoch_losses, step_losses
-    (every meta-step's loss), model_save_path, model, validation ([(meta-step,
+    (every meta-step's loss), model_save_path, model, groups (the group
+    regressions, or None), validation ([(meta-step,
     GAUC)] of meta-validation) and best_meta_step (the meta-step whose
     parameters the checkpoints hold; None without meta-validation)."""
     run = _start(config)
@@ -371,7 +372,7 @@ def train(config):
              config["runner.model_save_path"])
     return {"epochs": len(epoch_losses), "meta_batches": len(step_losses), "samples": total_samples,
             "seconds": took, "loss": last, "epoch_losses": epoch_losses, "step_losses": step_losses,
-            "model_save_path": config["runner.model_save_path"], "model": run.model,
+            "model_save_path": config["runner.model_save_path"], "model": run.model, "groups": run.groups,
             "validation": validation.curve, "best_meta_step": validation.best_step if validation else None}
 
 
