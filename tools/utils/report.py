@@ -22,8 +22,12 @@ def audience_size(n_candidates, config):
 
 
 def ranked_audience(scores, user_ids, k, labels=None):
-    """Top-k candidates by score (ties keep candidate order): dict of columns."""
-    top = np.argsort(-scores, kind="stable")[:k]
+    """Top-k users by score (ties keep candidate order): dict of columns. A
+    user id found in several candidates is listed once, with its best one;
+    user ids keep their dtype (uint64, strings)."""
+    order = np.argsort(-scores, kind="stable")
+    _, first = np.unique(user_ids[order], return_index=True)
+    top = order[np.sort(first)][:k]
     out = {"rank": np.arange(1, top.size + 1), "user_id": user_ids[top], "score": scores[top]}
     if labels is not None:
         out["label"] = labels[top].astype(np.int64)

@@ -1,0 +1,256 @@
+"""Nothing silently wrong (issue 33): user and campaign ids reach the outputs as
+given, outputs never replace each other unasked, a checkpoint keeps its
+feature schema and finite values, expand's outputs appear whole or not at
+all, degenerate data trains or stops with one line, and the command lines
+say what went wrong in one line, without a traceback."""
+import argparse
+import errno
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, TINY_FEATURES, make_frame, write_config
+from metaheac.errors import ConfigError, DataError
+from metaheac.schema import schema_from_config
+from tools.utils.config import load_config
+
+BIG = 2**63 + 5  # above int64: a uint64 id
+FIXTURE = "/work/shared/fixtures/paddlerec_sample_stage1.pkl"  # PaddleRec's published sample split
+
+
+def tree(path):
+    """{relative path: bytes} of every file under `path`."""
+    out = {}
+    for base, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(base, name)
+            out[os.path.relpath(full, path)] = open(full, "rb").read()
+    return out
+
+
+class World:
+    """A tiny model package in tmp: config.yaml (TINY_FEATURES), the model's
+    modules beside it, a training split of 2 campaigns and a test split of 3
+    with user ids; config(), train(), infer(), expand() in-process, cli()
+    through a tool's command line."""
+
+    def __init__(self, tmp, features=None, positive_rate=0.5, runner=None):
+        self.tmp = tmp
+        self.path = write_config(tmp / "config.yaml", {"report_png": False, "epochs": 1, **(runner or {})},
+                                 {"features": features or TINY_FEATURES})
+        for module in ("dygraph_model.py", "reader_train.py", "reader_test.py"):
+            os.symlink(os.path.join(ROOT, module), tmp / module)
+        self.schema = schema_from_config(self.config())
+        rng = np.random.default_rng(0)
+        os.makedirs(tmp / "train")
+        make_frame(self.schema, rng, [20, 30], positive_rate=positive_rate).to_pickle(tmp / "train" / "train_stage1.pkl")
+        self.write_test("test", lambda df, stage: df)
+
+    def frame(self, sizes, aid_start=10, seed=1, positive_rate=0.5):
+        df = make_frame(self.schema, np.random.default_rng(seed), sizes, positive_rate=positive_rate,
+                        aid_start=aid_start)
+        df.insert(0, "uid", np.arange(1000, 1000 + len(df)))
+        return df
+
+    def write_test(self, name, change, sizes=(10, 10, 10)):
+        """A test split tmp/<name>: change(frame, stage) -> the frame written."""
+        os.makedirs(self.tmp / name, exist_ok=True)
+        for stage in (1, 2):
+            change(self.frame(list(sizes), seed=stage), stage).to_pickle(self.tmp / name / f"test_stage{stage}.pkl")
+        return str(self.tmp / name)
+
+    def config(self, *overrides, **runner):
+        base = [f"runner.model_save_path={self.tmp / 'out'}", f"runner.train_data_dir={self.tmp / 'train'}",
+                f"runner.test_data_dir={self.tmp / 'test'}"]
+        return load_config(self.path, base + [f"runner.{k}={v}" for k, v in runner.items()] + list(overrides))
+
+    def train(self, *overrides, **runner):
+        from tools.trainer import train
+        return train(self.config(*overrides, **runner))
+
+    def infer(self, *overrides, **runner):
+        from infer import evaluate
+        return evaluate(self.config(*overrides, **runner))
+
+    def expand(self, seeds, pool, out, *overrides, **runner):
+        from tools.expand import expand
+        args = argparse.Namespace(seeds=str(seeds), candidates=str(pool), out=str(out), epoch=None)
+        return expand(self.config(*overrides, **runner), args)
+
+    def cli(self, capsys, tool, *args):
+        """(exit status, the ERROR lines, stderr) of `tool` (trainer, infer, expand) run in-process:
+        an exception that escapes main is a traceback at the command line, so it fails the test."""
+        if tool == "trainer":
+            from tools.trainer import main
+        elif tool == "infer":
+            from infer import main
+        else:
+            from tools.expand import main
+        opts = [a for a in args if "=" in a and not a.startswith("--")]
+        flags = [a for a in args if a not in opts]
+        handlers = logging.getLogger().handlers[:]
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                main(["-m", self.path, *flags, "-o", f"runner.model_save_path={self.tmp / 'out'}",
+                      f"runner.train_data_dir={self.tmp / 'train'}", f"runner.test_data_dir={self.tmp / 'test'}",
+                      *opts])
+        finally:  # run_cli points logging at this test's captured stderr
+            logging.getLogger().handlers = handlers
+        err = capsys.readouterr().err
+        return exit_.value.code, [line for line in err.splitlines() if " ERROR " in line], err
+
+    def pool(self, n=60, seed=3, uids=None):
+        users = make_frame(self.schema, np.random.default_rng(seed), [n])
+        users = users.drop(columns=["label", "aid"] + [f.name for f in self.schema.data_ad])
+        users.insert(0, "uid", np.arange(5000, 5000 + n) if uids is None else uids)
+        return users
+
+
+@pytest.fixture
+def world(tmp_path):
+    return World(tmp_path)
+
+
+# -- 1, 2: user ids as given --------------------------------------------------------------------------------------
+
+def test_uint64_user_ids_reach_infer_and_expand_audiences_as_given(world):
+    """Case 1: uids >= 2^63 (uint64) came out negative."""
+    big = lambda df, stage: df.assign(uid=np.arange(len(df), dtype=np.uint64) + np.uint64(BIG))  # noqa: E731
+    world.write_test("test", big)
+    world.train()
+    world.infer(output_dir=world.tmp / "report", audience_fraction=1.0)
+    audience = pd.read_csv(world.tmp / "report" / "audience" / "10.csv", dtype={"uid": str})
+    assert list(audience.columns) == ["rank", "uid", "score", "label"]
+    assert {int(u) for u in audience["uid"]} == set(range(BIG, BIG + 10))
+
+    pool = world.pool(uids=np.arange(60, dtype=np.uint64) + np.uint64(BIG))
+    pool.to_parquet(world.tmp / "pool.parquet")
+    world.expand(world.tmp / "test" / "test_stage1.pkl", world.tmp / "pool.parquet", world.tmp / "aud",
+                 audience_fraction=1.0)
+    ranked = pd.read_csv(world.tmp / "aud" / "10.csv", dtype={"uid": str})
+    assert {int(u) for u in ranked["uid"]} == set(range(BIG, BIG + 60))
+
+
+def test_string_user_ids_reach_the_audiences_and_a_missing_one_is_one_line(world):
+    """Case 2: string uids (or one NaN) were replaced by row positions, header 'row', without a word."""
+    names = lambda df, stage: df.assign(uid=[f"user-{i:03d}" for i in range(len(df))])  # noqa: E731
+    world.write_test("test", names)
+    world.train()
+    world.infer(output_dir=world.tmp / "report", audience_fraction=1.0)
+    audience = pd.read_csv(world.tmp / "report" / "audience" / "11.csv")
+    assert list(audience.columns) == ["rank", "uid", "score", "label"]
+    assert set(audience["uid"]) == {f"user-{i:03d}" for i in range(10, 20)}
+
+    pool = world.pool(uids=[f"u{i}" for i in range(60)])
+    pool.to_parquet(world.tmp / "pool.parquet")
+    world.expand(world.tmp / "test" / "test_stage1.pkl", world.tmp / "pool.parquet", world.tmp / "aud",
+                 audience_count=5)
+    assert set(pd.read_csv(world.tmp / "aud" / "12.csv")["uid"]) <= {f"u{i}" for i in range(60)}
+
+    def one_nan(df, stage):
+        df = df.astype({"uid": float})
+        df.loc[df.index[4], "uid"] = np.nan
+        return df
+    test = world.write_test("holes", one_nan)
+    with pytest.raises(DataError, match=r"test_stage1.pkl: column 'uid': 1 missing \(NaN or empty\) user id\(s\) "
+                                        r"\(first at row 4\). Fix: fill or drop those rows"):
+        world.infer(output_dir=world.tmp / "holes_report", test_data_dir=test)
+
+
+# -- 7: duplicate users -------------------------------------------------------------------------------------------
+
+def test_a_user_in_several_rows_of_a_pool_is_ranked_once(world, caplog):
+    """Case 7: duplicate uids in a pool appeared twice in the audience."""
+    world.train()
+    pool = world.pool(60)
+    pd.concat([pool, pool.iloc[:20], pool.iloc[:5]], ignore_index=True).to_parquet(world.tmp / "pool.parquet")
+    summary = world.expand(world.tmp / "test" / "test_stage1.pkl", world.tmp / "pool.parquet", world.tmp / "aud",
+                           audience_fraction=1.0, pool_chunk_rows=16)
+    for aid in (10, 11, 12):
+        ranked = pd.read_csv(world.tmp / "aud" / f"{aid}.csv")
+        assert len(ranked) == 60 and ranked["uid"].is_unique and list(ranked["rank"]) == list(range(1, 61))
+    assert all(row["audience_size"] == 60 for row in summary)
+    assert "pool.parquet: column 'uid': 20 user id(s) are in more than one row (e.g. 5000); each user is ranked " \
+        "once, by its best-scoring row" in caplog.text
+
+    def repeated(df, stage):
+        return df if stage == 1 else df.assign(uid=np.where(df.index % 10 < 2, 77, df["uid"]))
+    world.write_test("test", repeated)
+    world.infer(output_dir=world.tmp / "report", audience_fraction=1.0)
+    audience = pd.read_csv(world.tmp / "report" / "audience" / "10.csv")
+    assert audience["uid"].is_unique and len(audience) == 9
+    assert "3 candidate(s) repeat a user id of their campaign" in caplog.text
+
+
+# -- 10, 11, 15: campaign ids, duplicated columns, negative ids -----------------------------------------------------
+
+def test_negative_and_uint64_campaign_ids_are_adapted_and_named_as_given(world):
+    """Case 10: negative or uint64 campaign ids ended in 'ValueError: expected non-negative integer'."""
+    from metaheac.adapt import campaign_rng
+
+    world.train()
+    negative = world.write_test("negative", lambda df, stage: df.assign(aid=df["aid"] - 20))  # -10, -9, -8
+    [payload] = world.infer(test_data_dir=negative, output_dir=world.tmp / "neg")
+    assert [c["aid"] for c in payload["campaigns"]] == [-10, -9, -8]
+    assert sorted(os.listdir(world.tmp / "neg" / "audience")) == ["-10.csv", "-8.csv", "-9.csv"]
+    big = world.write_test("big", lambda df, stage: df.assign(
+        aid=(df["aid"].to_numpy() - 10).astype(np.uint64) + np.uint64(BIG)))
+    [payload] = world.infer(test_data_dir=big, output_dir=world.tmp / "big_report")
+    assert [c["aid"] for c in payload["campaigns"]] == [BIG, BIG + 1, BIG + 2]
+    assert list(pd.read_csv(world.tmp / "big_report" / "campaigns.csv", dtype={"aid": str})["aid"]) == \
+        [str(BIG), str(BIG + 1), str(BIG + 2)]
+    world.pool().to_parquet(world.tmp / "pool.parquet")
+    summary = world.expand(world.tmp / "negative" / "test_stage1.pkl", world.tmp / "pool.parquet",
+                           world.tmp / "aud")
+    assert [row["aid"] for row in summary] == [-10, -9, -8] and (world.tmp / "aud" / "-9.csv").is_file()
+    # ordinary ids draw as before, bit for bit; a negative id draws apart from every non-negative one
+    for aid in (0, 12, 2**40, BIG):
+        assert (campaign_rng(7, aid).random(4) == np.random.default_rng([7, aid]).random(4)).all()
+    assert not (campaign_rng(7, -12).random(4) == campaign_rng(7, 12).random(4)).any()
+
+
+def test_a_duplicated_column_name_is_one_line(world):
+    """Case 11: a column name given twice ended in 'ValueError: could not broadcast'."""
+    def twice(df, stage):
+        return pd.concat([df, df[["age"]]], axis=1)
+    test = world.write_test("twice", twice)
+    world.train()
+    with pytest.raises(DataError, match=r"test_stage1.pkl: column 'age': 2 columns have this name. Fix: drop or "
+                                        r"rename the duplicates"):
+        world.infer(test_data_dir=test)
+    pool = world.pool()
+    pd.concat([pool, pool[["kw1"]]], axis=1).to_pickle(world.tmp / "pool.pkl")
+    with pytest.raises(DataError, match=r"pool.pkl: column 'kw1': 2 columns have this name"):
+        world.expand(world.tmp / "test" / "test_stage1.pkl", world.tmp / "pool.pkl", world.tmp / "aud")
+
+
+def test_a_negative_id_is_named_as_negative(world):
+    """Case 15: age = -1 was told to raise the vocabulary to a size it already had."""
+    world.write_test("test", lambda df, stage: df.assign(age=np.where(df.index == 3, -1, df["age"])))
+    with pytest.raises(DataError) as err:
+        world.infer()
+    message = str(err.value)
+    assert "column 'age': 1 negative id(s) (e.g. -1) outside [0, 4]: ids count from 0 (first at row 3)" in message
+    assert "raise this field's vocabulary" not in message and "re-encode the ids into [0, 4]" in message
+
+
+# -- 16: pickles are code -----------------------------------------------------------------------------------------
+
+def test_a_pickle_is_named_as_trusted_code_once_per_file(world, caplog):
+    """Case 16: a pickle given as data or pool ran its code on load without a word at run time."""
+    world.train()
+    world.pool().to_pickle(world.tmp / "pool.pkl")
+    world.pool().to_parquet(world.tmp / "pool.parquet")
+    seeds = world.tmp / "test" / "test_stage1.pkl"
+    caplog.clear()
+    for i, pool in enumerate(("pool.pkl", "pool.pkl", "pool.parquet")):
+        world.expand(seeds, world.tmp / pool, world.tmp / f"aud{i}")
+    warnings = [r.getMessage() for r in caplog.records if "a pickle runs any code" in r.getMessage()]
+    assert sorted(w.split(":")[0] for w in warnings) == sorted([str(seeds), str(world.tmp / "pool.pkl")])
+    assert all("tools/convert.py" in w and "use only files you trust" in w for w in warnings)
