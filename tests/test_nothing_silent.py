@@ -163,6 +163,65 @@ def test_string_user_ids_reach_the_audiences_and_a_missing_one_is_one_line(world
         world.infer(output_dir=world.tmp / "holes_report", test_data_dir=test)
 
 
+# -- 4: feature schema --------------------------------------------------------------------------------------------
+
+def test_a_reordered_features_block_is_refused_naming_the_order(tmp_path):
+    """Case 4: two fields of equal vocabulary swapped loaded the checkpoint silently."""
+    features = [{"name": "age", "group": "static", "vocab_size": 5},
+                {"name": "gender", "group": "static", "vocab_size": 5}] + TINY_FEATURES[2:]
+    world = World(tmp_path, features)
+    world.train()
+    swapped = [features[1], features[0]] + features[2:]
+    config = world.config()
+    config["hyper_parameters.features"] = swapped
+    from infer import evaluate
+    with pytest.raises(DataError, match=r"rec.pdparams: trained on another feature schema: the same features in "
+                                        r"another order: field 0 is 'gender' in this config, 'age' in the "
+                                        r"checkpoint .* Fix: use the config saved beside the checkpoint "
+                                        r"\(.*out/0/config.yaml\)"):
+        evaluate(config)
+    world.infer()  # the config it was trained with loads it
+
+
+# -- 5, 13: non-finite values -------------------------------------------------------------------------------------
+
+def test_nonfinite_parameters_are_never_saved_and_earlier_checkpoints_stand(world, capsys):
+    """Case 5: runner.nonfinite_loss=skip saved a checkpoint full of NaN; infer on it ended in a LinAlgError."""
+    world.train()
+    before = tree(world.tmp / "out")
+    huge = "hyper_parameters.optimizer.global_learning_rate=1.0e+39"  # one Adam step overflows float32
+    code, errors, err = world.cli(capsys, "trainer", "runner.nonfinite_loss=skip", huge, "runner.epochs=2",
+                                  f"runner.model_init_path={world.tmp / 'out' / '0'}")
+    assert code == 1 and len(errors) == 1, err
+    assert "1: not written: parameter" in errors[0] and "holds NaN or inf (the run diverged); the earlier " \
+        "checkpoints are intact" in errors[0]
+    assert tree(world.tmp / "out") == before
+
+    import paddle
+    state = paddle.load(str(world.tmp / "out" / "0" / "rec.pdparams"))
+    state["critic_w"] = paddle.full_like(state["critic_w"], float("nan"))
+    paddle.save(state, str(world.tmp / "out" / "0" / "rec.pdparams"))  # a checkpoint from elsewhere
+    code, errors, err = world.cli(capsys, "infer", "runner.output_dir=" + str(world.tmp / "r"))
+    assert code == 1 and len(errors) == 1, err
+    assert "rec.pdparams: parameter 'critic_w' holds NaN or inf" in errors[0]
+
+
+def test_a_nan_loss_ends_the_command_line_with_its_one_line(world, capsys, monkeypatch):
+    """Case 13: the NaN guard's message arrived inside a traceback."""
+    from metaheac import meta
+    real, calls = meta.meta_train_loss, []
+
+    def nan_on_second(*args, **kw):
+        calls.append(1)
+        loss = real(*args, **kw)
+        return loss * float("nan") if len(calls) == 2 else loss
+    monkeypatch.setattr(meta, "meta_train_loss", nan_on_second)
+    code, errors, err = world.cli(capsys, "trainer")
+    assert code == 1 and len(errors) == 1, err
+    assert "loss is nan at epoch 0, meta-batch 1; stopped before a broken checkpoint is written" in errors[0]
+    assert not (world.tmp / "out" / "0").exists()
+
+
 # -- 7: duplicate users -------------------------------------------------------------------------------------------
 
 def test_a_user_in_several_rows_of_a_pool_is_ranked_once(world, caplog):
