@@ -247,6 +247,59 @@ def test_a_user_in_several_rows_of_a_pool_is_ranked_once(world, caplog):
     assert "3 candidate(s) repeat a user id of their campaign" in caplog.text
 
 
+# -- 8, 9: degenerate training ------------------------------------------------------------------------------------
+
+def test_a_run_whose_meta_validation_never_beats_chance_stops_with_one_line(world, capsys):
+    """Case 8: global_learning_rate=1000 (meta-validation GAUC 0.5000) exited 0 without a warning."""
+    code, errors, err = world.cli(capsys, "trainer", "runner.meta_val_fraction=0.5",
+                                  "hyper_parameters.optimizer.global_learning_rate=1000")
+    assert code == 1 and len(errors) == 1, err
+    assert re.search(r"out: the run diverged: meta-validation's best GAUC 0\.\d+ is no better than chance, the "
+                     r"last epoch's mean loss \d+\.\d+ is over twice", errors[0])
+    assert "Lower hyper_parameters.optimizer.global_learning_rate (1000)" in errors[0]
+    code, errors, err = world.cli(capsys, "trainer", "runner.overwrite=true",
+                                  "hyper_parameters.optimizer.global_learning_rate=1000")  # no meta-validation
+    assert code == 1 and "out: the run diverged: the last epoch's mean loss" in errors[0], err
+
+
+def test_training_data_of_one_class_trains_with_meta_validation_off(tmp_path, caplog):
+    """Case 9: every label 1: meta-validation's GAUC was NaN, then a TypeError in best_in_model; nothing saved."""
+    world = World(tmp_path, positive_rate=1.0, runner={"meta_val_fraction": 0.5})
+    result = world.train()
+    assert "meta-validation off: the query rows of every held-out campaign are of one class" in caplog.text
+    assert "training on all 2 campaigns" in caplog.text
+    assert "every label of the training data (train_stage1.pkl) is 1" in caplog.text
+    assert (tmp_path / "out" / "0" / "rec.pdparams").is_file() and result["validation"] == []
+    world.write_test("test", lambda df, stage: df.assign(label=1))
+    [payload] = world.infer()
+    assert payload["summary"]["campaigns"] == 3 and payload["summary"]["auc"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(FIXTURE), reason="PaddleRec's sample split is not on this machine")
+def test_paddlerec_published_sample_trains_and_infers_to_the_end(tmp_path):
+    """Case 9 on PaddleRec's own sample (every label 1), as the fixture README says: the same file is the
+    train split and both stages of the test split."""
+    for name in ("train/train_stage1.pkl", "test/test_stage1.pkl", "test/test_stage2.pkl"):
+        os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
+        os.symlink(FIXTURE, tmp_path / name)
+    common = ["-m", os.path.join(ROOT, "config_big.yaml"), "-o", "hyper_parameters.batch_size=32",
+              "runner.epochs=1", "runner.train_data_dir=train", "runner.model_save_path=model",
+              "runner.test_data_dir=test", "runner.infer_load_path=model", "runner.infer_start_epoch=0",
+              "runner.infer_end_epoch=1", f"runner.cache_dir={tmp_path / 'cache'}"]
+    for tool in ("tools/trainer.py", "infer.py"):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, tool), *common], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        if tool == "tools/trainer.py":
+            assert "meta-validation off" in proc.stderr and "is 1: the network learns no ranking" in proc.stderr
+    metrics = pd.read_json(tmp_path / "model" / "0" / "infer_test" / "metrics.json", typ="series")
+    assert metrics["summary"]["campaigns"] == 5 and metrics["summary"]["candidates"] == 586
+    assert sorted(os.listdir(tmp_path / "model" / "0" / "infer_test" / "audience")) == \
+        [f"{aid}.csv" for aid in (10, 17, 2, 21, 9)]
+
+
 # -- 10, 11, 15: campaign ids, duplicated columns, negative ids -----------------------------------------------------
 
 def test_negative_and_uint64_campaign_ids_are_adapted_and_named_as_given(world):

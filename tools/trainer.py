@@ -63,6 +63,13 @@ class Validation:
     def __init__(self, run):
         # PaddleRec's readers, and this one with no campaign held out, have none
         self.tasks = getattr(run.dataset, "validation_tasks", lambda: [])()
+        if self.tasks and not _rankable(self.tasks):
+            self.tasks = []
+            run.dataset.restore_validation()
+            log.warning("meta-validation off: the query rows of every held-out campaign are of one class, so GAUC "
+                        "is undefined; training on all %d campaigns, each checkpoint holds its epoch's last step",
+                        len(run.dataset.tasks))
+        _warn_one_class(run.dataset)
         self.interval = run.config["runner.meta_val_interval"]  # run: Run, being set up
         self.patience = run.config["runner.meta_val_patience"]
         self.curve = []  # [(meta-step of this run, GAUC)]
@@ -100,7 +107,13 @@ class Validation:
 
     @contextlib.contextmanager
     def best_in_model(self, model):
-        """The best parameters in `model` for the duration (a checkpoint), then the current ones back."""
+        """The best parameters in `model` for the duration (a checkpoint), then the current ones back
+        (the current ones stay when no check had a GAUC)."""
+        if self.best_params is None:
+            log.warning("meta-validation has had no GAUC yet (every check undefined): the checkpoint holds the "
+                        "last step")
+            yield
+            return
         current = {n: p.numpy().copy() for n, p in model.named_parameters()}
         for n, p in model.named_parameters():
             p.set_value(self.best_params[n])
@@ -109,6 +122,40 @@ class Validation:
         finally:
             for n, p in model.named_parameters():
                 p.set_value(current[n])
+
+
+def _rankable(tasks):
+    """Whether any held-out campaign (support, query) has query labels of both classes."""
+    import numpy as np
+
+    return any(np.unique(query["labels"]).size > 1 for _, query in tasks)
+
+
+def _warn_one_class(dataset):
+    """A warning when every label of the training data is the same: the network learns nothing to rank by."""
+    import numpy as np
+
+    stores = getattr(dataset, "stores", [])  # PaddleRec's readers: not known
+    classes = np.unique(np.concatenate([np.unique(s.labels) for s in stores])) if stores else []
+    if len(classes) == 1:
+        log.warning("every label of the training data (%s) is %g: the network learns no ranking, and AUC is "
+                    "undefined on such data; train on labels of both classes for audiences that mean anything",
+                    ", ".join(os.path.basename(s.source) for s in stores), classes[0])
+
+
+def _diverged(validation, last_loss, config):
+    """The one line for a run that diverged, or None: its last epoch's mean
+    loss is over twice the log 2 of scoring every user 0.5 and, with
+    meta-validation, the step its checkpoints keep ranks no better than chance."""
+    if not (math.isfinite(last_loss) and last_loss > 2 * math.log(2)):
+        return None
+    if validation and validation.curve and not validation.best <= 0.5:
+        return None  # the checkpoints keep a step that ranks: they are usable
+    kept = f"meta-validation's best GAUC {validation.best:.4f} is no better than chance, " if validation else ""
+    return (f"{config['runner.model_save_path']}: the run diverged: {kept}the last epoch's mean loss {last_loss:.2f} "
+            f"is over twice the 0.69 of scoring every user 0.5, so its checkpoints rank at random. Lower "
+            f"hyper_parameters.optimizer.global_learning_rate ({config['hyper_parameters.optimizer.global_learning_rate']:g}) "
+            f"or local_lr and train again")
 
 
 class Run:
@@ -175,9 +222,10 @@ class Run:
             self.lock.release()
 
     def save(self, name, epoch, complete, done, extra=None):
-        from tools.utils.checkpoint import save_checkpoint
+        from tools.utils.checkpoint import refuse_nonfinite, save_checkpoint
 
         root = self.config["runner.model_save_path"]
+        refuse_nonfinite(os.path.join(root, str(name)), self.model, self.optimizer)  # every rank: the same values
         if self.rank > 0:  # rank 0 alone writes
             return os.path.join(root, str(name))
         try:
@@ -387,6 +435,9 @@ def train(config):
                 break
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
+    diverged = _diverged(validation, last, config)
+    if diverged:
+        raise FloatingPointError(diverged)
     best = (f"; kept meta-step {validation.best_step} of {len(step_losses)} (meta-validation GAUC "
             f"{validation.best:.4f})" if validation else "")
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f%s; "
