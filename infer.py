@@ -33,6 +33,8 @@ def split_name(config):
 
 def output_dir(config, epoch):
     from tools.utils.checkpoint import infer_root
+    from tools.utils.report import check_one_epoch
+    check_one_epoch(config)  # an explicit output_dir holds one epoch
     return config["runner.output_dir"] or os.path.join(infer_root(config), str(epoch), f"infer_{split_name(config)}")
 
 
@@ -140,7 +142,7 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
     return payload
 
 
-def _claim_output(out_dir):
+def _claim_output(out_dir, owner=None):
     """Lock `out_dir` (beside it: the directory itself is replaced whole) and
     undo the leftovers of a killed infer. Refuses a directory that holds
     anything infer does not write, since replacing it would delete that."""
@@ -160,6 +162,9 @@ def _claim_output(out_dir):
         if foreign:
             raise ConfigError(f"runner.output_dir: {out_dir} holds {foreign[:5]}, which infer did not write and "
                               f"would replace; choose a new or empty runner.output_dir")
+        if owner:  # (checkpoint, test_data_dir): another's output is not replaced
+            from tools.utils.report import check_owner
+            check_owner(out_dir, *owner)
     except BaseException:
         lock.release()
         raise
@@ -171,7 +176,6 @@ def evaluate(config):
 
     Each epoch's output directory is written under a temporary name and
     swapped in at the end: a killed infer leaves the previous output whole."""
-    from metaheac.files import atomic_dir
     from tools.utils import distributed, report
     from tools.utils.checkpoint import check_one_run, infer_root, load_checkpoint
 
@@ -191,7 +195,7 @@ def evaluate(config):
         error = lock = None
         if rank == 0:
             try:
-                lock = _claim_output(out_dir)
+                lock = _claim_output(out_dir, (ckpt, test_dir))
             except ConfigError as exc:
                 error = exc
         distributed.check_all(error)
@@ -204,10 +208,10 @@ def evaluate(config):
             gathered = sorted((item for part in distributed.gather(local) for item in part), key=lambda t: t[0])
             if rank == 0:
                 payload = {}
-                atomic_dir(out_dir, lambda tmp: payload.update(
-                    _report(config, epoch, ckpt, dataset, gathered, tmp, time.time() - start)))
+                report.write_whole(out_dir, lambda tmp: payload.update(
+                    _report(config, epoch, ckpt, dataset, gathered, tmp, time.time() - start)), "runner.output_dir")
                 if config["runner.metrics_path"]:
-                    report.write_json(config["runner.metrics_path"], payload)
+                    report.write_json(config["runner.metrics_path"], payload, "runner.metrics_path")
                 log.info("wrote %s: %s", out_dir, ", ".join(sorted(os.listdir(out_dir))))
                 results.append(payload)
         finally:

@@ -163,6 +163,32 @@ def test_string_user_ids_reach_the_audiences_and_a_missing_one_is_one_line(world
         world.infer(output_dir=world.tmp / "holes_report", test_data_dir=test)
 
 
+# -- 3: explicit output_dir ---------------------------------------------------------------------------------------
+
+def test_an_explicit_output_dir_is_not_replaced_by_another_epoch_or_split(world):
+    """Case 3: the next epoch of one command, or a later run on another split, replaced runner.output_dir."""
+    world.train(epochs=2)
+    report = world.tmp / "report"
+    with pytest.raises(ConfigError, match=r"runner.output_dir: .*report would hold epochs 0..1 one after the other"):
+        world.infer(output_dir=report, infer_start_epoch=0, infer_end_epoch=2)
+    assert not report.exists()
+    world.infer(output_dir=report, infer_start_epoch=1, infer_end_epoch=2)
+    before = tree(report)
+    other = world.write_test("test_cold", lambda df, stage: df, sizes=(12, 12))
+    with pytest.raises(ConfigError, match=r"runner.output_dir: .*report holds the output of .*1/rec.pdparams on "
+                                          r".*/test, which this run .* would replace; choose another"):
+        world.infer(output_dir=report, infer_start_epoch=1, infer_end_epoch=2, test_data_dir=other)
+    with pytest.raises(ConfigError, match="holds the output of .*1/rec.pdparams"):
+        world.infer(output_dir=report, infer_start_epoch=0, infer_end_epoch=1)  # another epoch
+    assert tree(report) == before
+    world.infer(output_dir=report, infer_start_epoch=1, infer_end_epoch=2, seed=3)  # a rerun replaces its own
+    # without runner.output_dir, each epoch and split has its folder
+    world.infer(infer_start_epoch=0, infer_end_epoch=2)
+    world.infer(infer_start_epoch=0, infer_end_epoch=2, test_data_dir=other)
+    for epoch in (0, 1):
+        assert {"infer_test", "infer_test_cold"} <= set(os.listdir(world.tmp / "out" / str(epoch)))
+
+
 # -- 4: feature schema --------------------------------------------------------------------------------------------
 
 def test_a_reordered_features_block_is_refused_naming_the_order(tmp_path):
@@ -350,6 +376,28 @@ def test_a_negative_id_is_named_as_negative(world):
     message = str(err.value)
     assert "column 'age': 1 negative id(s) (e.g. -1) outside [0, 4]: ids count from 0 (first at row 3)" in message
     assert "raise this field's vocabulary" not in message and "re-encode the ids into [0, 4]" in message
+
+
+# -- 14: full disk in infer ---------------------------------------------------------------------------------------
+
+def test_a_full_disk_during_infer_is_one_line_and_keeps_the_previous_output(world, capsys, monkeypatch):
+    """Case 14: a full disk while PIL wrote report.png ended in a traceback."""
+    from matplotlib.figure import Figure
+
+    world.train()
+    report = world.tmp / "report"
+    world.infer(output_dir=report, report_png=True)
+    before = tree(report)
+    assert "report.png" in before
+
+    def full(self, *a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(Figure, "savefig", full)
+    code, errors, err = world.cli(capsys, "infer", f"runner.output_dir={report}", "runner.report_png=true")
+    assert code == 2 and len(errors) == 1, err
+    assert f"runner.output_dir: {report} not written (No space left on device); the previous output there is " \
+        "intact. Free space or choose another runner.output_dir" in errors[0]
+    assert tree(report) == before and not [n for n in os.listdir(world.tmp) if ".tmp-" in n or n.endswith(".lock")]
 
 
 # -- 16: pickles are code -----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from metaheac.files import atomic_write, is_leftover
+from metaheac.files import atomic_dir, atomic_write, is_leftover
 from tools.utils import metrics
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
@@ -34,11 +34,70 @@ def ranked_audience(scores, user_ids, k, labels=None):
     return out
 
 
-def write_json(path, payload):
+def check_one_epoch(config):
+    """An explicit runner.output_dir (or metrics_path) holds one epoch's
+    output: a ConfigError before anything is evaluated when the epochs to
+    evaluate are several, each of which would replace the last."""
+    from metaheac.errors import ConfigError
+
+    first, end = config["runner.infer_start_epoch"], config["runner.infer_end_epoch"]
+    for key in ("runner.output_dir", "runner.metrics_path"):
+        if config[key] and end - first > 1:
+            raise ConfigError(f"{key}: {config[key]} would hold epochs {first}..{end - 1} one after the other, each "
+                              f"replacing the last; evaluate one epoch (runner.infer_end_epoch="
+                              f"{first + 1}), or leave {key} unset (each epoch writes "
+                              f"<infer_load_path>/<epoch>/infer_<split>/)")
+
+
+def check_owner(out_dir, checkpoint, test_data_dir):
+    """Refuse (ConfigError) to replace an infer output directory that holds
+    the output of another checkpoint or another split: an output is replaced
+    only by a rerun of the same checkpoint on the same data."""
+    from metaheac.errors import ConfigError
+
+    try:
+        with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
+            held = json.load(f)
+    except (OSError, ValueError):
+        return
+    same = lambda a, b: bool(a) and bool(b) and os.path.realpath(a) == os.path.realpath(b)  # noqa: E731
+    if not isinstance(held, dict) or (same(held.get("checkpoint"), checkpoint)
+                                      and same(held.get("test_data_dir"), test_data_dir)):
+        return
+    raise ConfigError(f"runner.output_dir: {out_dir} holds the output of {held.get('checkpoint')} on "
+                      f"{held.get('test_data_dir')}, which this run ({checkpoint} on {test_data_dir}) would replace; "
+                      f"choose another runner.output_dir, or delete that one first")
+
+
+def write_whole(final, fill, key):
+    """metaheac.files.atomic_dir(final, fill), a write failure (full disk,
+    read-only) as a ConfigError naming `final` and the option `key` to change:
+    nothing of the new output is in place then, and an older one stands."""
+    from metaheac.errors import ConfigError
+
+    existed = os.path.exists(final)
+    try:
+        return atomic_dir(final, fill)
+    except OSError as exc:
+        raise ConfigError(f"{key}: {final} not written ({exc.strerror or exc}); "
+                          f"{'the previous output there is intact' if existed else 'nothing of it was written'}. "
+                          f"Free space or choose another {key}") from None
+
+
+def write_json(path, payload, key=None):
+    """Write `payload` to `path` whole; with `key` (the option naming the
+    path), a failed write is a ConfigError saying so."""
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2)
-    return atomic_write(path, write)
+    if key is None:
+        return atomic_write(path, write)
+    from metaheac.errors import ConfigError
+    try:
+        return atomic_write(path, write)
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path} not written ({exc.strerror or exc}); free space or choose another "
+                          f"{key}") from None
 
 
 def write_csv(path, columns, id_name="user_id"):
