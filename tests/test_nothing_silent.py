@@ -248,6 +248,80 @@ def test_a_nan_loss_ends_the_command_line_with_its_one_line(world, capsys, monke
     assert not (world.tmp / "out" / "0").exists()
 
 
+# -- 6, 12: expand's outputs --------------------------------------------------------------------------------------
+
+def _disk_full_on(monkeypatch, call):
+    """pandas' to_csv fails with ENOSPC from its `call`-th call on."""
+    real, calls = pd.DataFrame.to_csv, []
+
+    def to_csv(self, *a, **kw):
+        calls.append(1)
+        if len(calls) >= call:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **kw)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+
+
+def test_a_full_disk_during_expand_leaves_the_output_whole_or_absent(world, capsys, monkeypatch):
+    """Case 6: a full disk left some <aid>.csv, no summary.csv, and a traceback."""
+    world.train()
+    world.pool().to_parquet(world.tmp / "pool.parquet")
+    seeds = world.tmp / "test" / "test_stage1.pkl"
+    args = ("--seeds", str(seeds), "--candidates", str(world.tmp / "pool.parquet"), "--out", str(world.tmp / "aud"))
+    _disk_full_on(monkeypatch, 2)
+    code, errors, err = world.cli(capsys, "expand", *args)
+    assert code == 2 and len(errors) == 1, err
+    assert f"--out: {world.tmp / 'aud'} not written (No space left on device); nothing of it was written" in errors[0]
+    assert not (world.tmp / "aud").exists() and not [n for n in os.listdir(world.tmp) if ".tmp-" in n]
+    monkeypatch.undo()
+    world.expand(seeds, world.tmp / "pool.parquet", world.tmp / "aud")
+    before = tree(world.tmp / "aud")
+    assert sorted(before) == ["10.csv", "11.csv", "12.csv", "summary.csv"]
+    _disk_full_on(monkeypatch, 3)
+    code, errors, err = world.cli(capsys, "expand", *args, "runner.audience_count=3")
+    assert code == 2 and "the previous output there is intact" in errors[0], err
+    assert tree(world.tmp / "aud") == before
+
+
+def test_a_read_only_out_for_expand_is_one_line_before_any_work(world, capsys, monkeypatch):
+    """Case 12: a read-only --out ended in an OSError traceback (after every campaign was adapted)."""
+    import builtins
+
+    world.train()
+    world.pool().to_parquet(world.tmp / "pool.parquet")
+    locked = str(world.tmp / "locked")
+    os.makedirs(locked)
+    real_open, real_os_open, real_makedirs = builtins.open, os.open, os.makedirs
+
+    def refuse(path):  # as root, chmod does not stop writes: simulate EROFS under `locked`
+        if os.path.abspath(os.fspath(path)).startswith(locked):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+
+    def open_(file, mode="r", *a, **kw):
+        if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *a, **kw)
+
+    def os_open(path, flags, *a, **kw):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *a, **kw)
+
+    def makedirs(path, *a, **kw):
+        refuse(path)
+        return real_makedirs(path, *a, **kw)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    monkeypatch.setattr(os, "mkdir", lambda path, *a, **kw: (refuse(path), real_makedirs(path, *a, **kw)))
+    code, errors, err = world.cli(capsys, "expand", "--seeds", str(world.tmp / "test" / "test_stage1.pkl"),
+                                  "--candidates", str(world.tmp / "pool.parquet"), "--out", f"{locked}/aud")
+    assert code == 2 and len(errors) == 1, err
+    assert f"--out {locked}/aud: cannot write in {locked} (Read-only file system); choose a writable --out" \
+        in errors[0]
+    assert "adapted" not in err and os.listdir(locked) == []
+
+
 # -- 7: duplicate users -------------------------------------------------------------------------------------------
 
 def test_a_user_in_several_rows_of_a_pool_is_ranked_once(world, caplog):

@@ -46,6 +46,7 @@ def expand(config, args):
     from tools.utils.progress import Progress
 
     t0 = time.time()
+    report.claim_out(args.out)  # writable, nothing of others' in it: found before any work
     _, model, ckpt = load_model(config, args.epoch)
     campaigns = read_campaigns(args.seeds, config)
     files, summary_file = _outputs(args.out, campaigns)
@@ -72,18 +73,17 @@ def expand(config, args):
         if progress.due(done):
             log.info("scored %s users x %d campaign(s)", progress.status(done, "users"), len(campaigns))
 
-    summary = []
+    summary, audiences = [], {}
     for c in campaigns:
         scores, users = c["top"].ranked()
-        report.write_csv(files[c["aid"]], report.ranked_audience(scores, users, scores.size),
-                         config["hyper_parameters.user_id_col"])
+        audiences[files[c["aid"]]] = report.ranked_audience(scores, users, scores.size)
         summary.append({"aid": c["aid"], "seed_rows": int(c["labels"].size), "seed_positives": int(c["labels"].sum()),
                         "finetune_steps": c["tuned"].steps, "routed": describe_route(c["tuned"].route),
                         "corrected": c["tuned"].combination.describe() if c["tuned"].combination else "",
                         "pool_users": pool.size, "audience_size": int(scores.size),
                         "cutoff_score": float(scores[-1]), "file": files[c["aid"]]})
-    if summary_file:
-        report.write_csv(summary_file, {key: [row[key] for row in summary] for key in summary[0]})
+    report.write_expanded(args.out, audiences, {key: [row[key] for row in summary] for key in summary[0]},
+                          config["hyper_parameters.user_id_col"])  # whole or not at all
     log.info("ranked %d users for %d campaign(s), kept the top %d each, wrote %s in %.1fs", pool.size,
              len(campaigns), k, summary_file or files[campaigns[0]["aid"]], time.time() - t0)
     return summary

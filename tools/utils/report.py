@@ -2,11 +2,13 @@
 audience of every campaign and report.png; training's train.png."""
 import glob
 import json
+import logging
 import os
+import re
 
 import numpy as np
 
-from metaheac.files import atomic_dir, atomic_write, is_leftover
+from metaheac.files import atomic_dir, atomic_write, clean_leftovers, is_leftover
 from tools.utils import metrics
 
 CAMPAIGN_COLUMNS = ["aid", "seed_rows", "seed_positives", "candidates", "candidate_positives", "auc",
@@ -82,6 +84,60 @@ def write_whole(final, fill, key):
         raise ConfigError(f"{key}: {final} not written ({exc.strerror or exc}); "
                           f"{'the previous output there is intact' if existed else 'nothing of it was written'}. "
                           f"Free space or choose another {key}") from None
+
+
+EXPAND_FILE = re.compile(r"(-?\d+|summary)\.csv")  # what tools/expand.py writes into an --out directory
+
+
+def claim_out(out, key="--out"):
+    """Before tools/expand.py does any work: `out` (FILE.csv or a directory)
+    can be written, a directory holds nothing expand did not write (it is
+    replaced whole), and the leftovers of a killed expand are undone."""
+    from metaheac.errors import ConfigError
+
+    final = os.path.abspath(out)
+    parent, is_file = os.path.dirname(final), out.endswith(".csv")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        probe = f"{final}.tmp-{os.getpid()}"  # the name an atomic write would use
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644))
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"{key} {out}: cannot write in {parent} ({exc.strerror or exc}); choose a writable "
+                          f"{key}") from None
+    for note in clean_leftovers(parent, os.path.basename(final)):
+        logging.getLogger("metaheac").warning("%s", note)
+    if os.path.isdir(final) and is_file:
+        raise ConfigError(f"{key} {out}: is a directory; give a new FILE.csv")
+    if os.path.exists(final) and not is_file:
+        if not os.path.isdir(final):
+            raise ConfigError(f"{key} {out}: is a file; give a directory, or FILE.csv for one campaign")
+        foreign = sorted(n for n in os.listdir(final) if not EXPAND_FILE.fullmatch(n))
+        if foreign:
+            raise ConfigError(f"{key} {out}: holds {foreign[:5]}, which expand did not write and would replace; "
+                              f"choose a new or empty directory")
+
+
+def write_expanded(out, audiences, summary, id_name, key="--out"):
+    """tools/expand.py's outputs, whole or not at all: `audiences` {final
+    path: columns} and, for a directory `out`, summary.csv (`summary`:
+    columns), written aside and swapped in (claim_out has checked `out`);
+    a failed write is a ConfigError and leaves an older output as it was."""
+    from metaheac.errors import ConfigError
+
+    if out.endswith(".csv"):
+        [(path, columns)] = audiences.items()
+        try:
+            return write_csv(path, columns, id_name)
+        except OSError as exc:
+            raise ConfigError(f"{key}: {path} not written ({exc.strerror or exc}); free space or choose another "
+                              f"{key}") from None
+
+    def fill(tmp):
+        for path, columns in audiences.items():
+            write_csv(os.path.join(tmp, os.path.basename(path)), columns, id_name)
+        write_csv(os.path.join(tmp, "summary.csv"), summary)
+    return write_whole(os.path.abspath(out), fill, key)
 
 
 def write_json(path, payload, key=None):
