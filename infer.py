@@ -23,7 +23,7 @@ from metaheac import metrics  # noqa: E402
 from metaheac.adapt import adapt  # noqa: E402
 from metaheac.config import require  # noqa: E402
 from metaheac.errors import ConfigError  # noqa: E402
-from metaheac.files import atomic_dir, claim  # noqa: E402
+from metaheac.files import claim  # noqa: E402
 from tools.utils import distributed, plots, report, runtime  # noqa: E402
 from tools.utils.checkpoint import build_network, infer_root, load_epoch, read_state  # noqa: E402
 from tools.utils.progress import Progress  # noqa: E402
@@ -39,6 +39,7 @@ def split_name(config):
 
 
 def output_dir(config, epoch):
+    report.check_one_epoch(config)  # an explicit output_dir holds one epoch
     return config["runner.output_dir"] or os.path.join(infer_root(config), str(epoch), f"infer_{split_name(config)}")
 
 
@@ -129,17 +130,22 @@ def _report(config, epoch, ckpt, dataset, gathered, out_dir, seconds):
     return payload
 
 
-def _claim_output(out_dir):
+def _claim_output(out_dir, checkpoint, test_data_dir):
     """Lock `out_dir` (beside it: the directory itself is replaced whole) and
     undo the leftovers of a killed infer. Refuses a directory that holds
-    anything infer does not write, since replacing it would delete that."""
+    anything infer does not write, since replacing it would delete that, or
+    the output of another checkpoint or split (report.check_owner)."""
     out_dir = os.path.abspath(out_dir)
     lock = claim(out_dir + ".lock", "runner.output_dir", os.path.dirname(out_dir), os.path.basename(out_dir))
-    foreign = sorted(set(os.listdir(out_dir)) - set(OUTPUTS)) if os.path.isdir(out_dir) else []
-    if foreign:
+    try:
+        foreign = sorted(set(os.listdir(out_dir)) - set(OUTPUTS)) if os.path.isdir(out_dir) else []
+        if foreign:
+            raise ConfigError(f"runner.output_dir: {out_dir} holds {foreign[:5]}, which infer did not write and "
+                              f"would replace; choose a new or empty runner.output_dir")
+        report.check_owner(out_dir, checkpoint, test_data_dir)
+    except BaseException:
         lock.release()
-        raise ConfigError(f"runner.output_dir: {out_dir} holds {foreign[:5]}, which infer did not write and "
-                          f"would replace; choose a new or empty runner.output_dir")
+        raise
     return lock
 
 
@@ -161,7 +167,7 @@ def evaluate(config):
         error = lock = None
         if rank == 0:
             try:
-                lock = _claim_output(out_dir)
+                lock = _claim_output(out_dir, ckpt, test_dir)
             except ConfigError as exc:
                 error = exc
         distributed.check_all(error)
@@ -174,8 +180,8 @@ def evaluate(config):
             gathered = sorted((item for part in distributed.gather(local) for item in part), key=lambda t: t[0])
             if rank == 0:
                 payload = {}
-                atomic_dir(out_dir, lambda tmp: payload.update(
-                    _report(config, epoch, ckpt, dataset, gathered, tmp, time.time() - start)))
+                report.write_whole(out_dir, lambda tmp: payload.update(
+                    _report(config, epoch, ckpt, dataset, gathered, tmp, time.time() - start)), "runner.output_dir")
                 log.info("wrote %s: %s", out_dir, ", ".join(sorted(os.listdir(out_dir))))
                 results.append(payload)
         finally:

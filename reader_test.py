@@ -20,6 +20,22 @@ from metaheac.store import open_store, split_files
 
 logger = logging.getLogger(__name__)
 
+def _say_user_ids(store, col):
+    """Warn when audience files cannot name the candidates by the user id
+    column, or will list fewer candidates than a campaign has (repeated ids)."""
+    if not store.uses_uid:
+        logger.warning("%s: no %r column (hyper_parameters.columns): the audience files name candidates by "
+                       "their row in this file (header 'row')", store.source, col)
+        return
+    repeats = 0
+    for start, end in zip(store.task_offsets[:-1], store.task_offsets[1:]):
+        repeats += int(end - start) - np.unique(np.asarray(store.user_ids[start:end])).size
+    if repeats:
+        logger.warning("%s: column %r: %d candidate(s) repeat a user id of their campaign; the audience files list "
+                       "each user once, by its best-scoring row (the metrics count every row). Fix: drop the "
+                       "duplicate rows", store.source, col, repeats)
+
+
 class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
@@ -36,6 +52,7 @@ class RecDataset(IterableDataset):
                 logger.warning("%d campaign(s) only in %s, not evaluated: %s", len(aids),
                                stage.replace("_only", ""), aids[:20])
         self.user_id_name = self.stage2.user_id_name(self.schema.user_id_col)
+        _say_user_ids(self.stage2, self.schema.user_id_col)
         if not self.aids:
             raise DataError(f"{self.stage1.source} and {self.stage2.source} share no campaign "
                             f"({self.schema.task_col}); nothing to evaluate")

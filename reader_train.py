@@ -98,6 +98,17 @@ class RecDataset(IterableDataset):
                                               for p in (parts[0], parts[1] if parts[1].size else parts[0])))
         return self._validation
 
+    def restore_validation(self):
+        """Meta-validation off after all (its campaigns cannot be ranked): the
+        held-out campaigns go back to training, in their first order, and
+        validation_tasks() is empty from now on."""
+        if self.val_tasks:
+            store_order = {id(s): i for i, s in enumerate(self.stores)}
+            self.tasks = sorted(self.tasks + self.val_tasks, key=lambda t: (store_order[id(t[0])], t[1]))
+            self.val_tasks = []
+            self._index()
+        self._validation = []
+
     def campaigns(self):
         """(sizes [T], take) of the training campaigns: their row counts, and
         take(i) -> all of campaign i's rows [n, C] (table rows), lengths and

@@ -25,8 +25,10 @@ METHODS = {
 def campaign_rng(seed, aid):
     """The random generator of one campaign's adaptation. Seeded from (seed,
     aid) alone: a campaign's result does not depend on which other campaigns
-    are adapted, in which order or on which rank."""
-    return np.random.default_rng([seed, int(aid)])
+    are adapted, in which order or on which rank. A negative id (SeedSequence
+    takes none) draws from 2^64 + |aid|, beyond every non-negative 64-bit id."""
+    aid = int(aid)
+    return np.random.default_rng([seed, aid if aid >= 0 else 2**64 - aid])
 
 
 def adapt(learned, seeds, config, rng=None):

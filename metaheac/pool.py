@@ -5,13 +5,18 @@ sequence and their *_length columns); label, campaign and ad columns are
 ignored if present. Parquet pools are read one batch of row groups at a time,
 so memory is bounded by the chunk and the kept top k, not by the pool.
 Pickles cannot be read in parts: the frame is loaded whole, then converted
-chunk by chunk.
+chunk by chunk. User ids travel as given (int64, uint64 or strings); a user
+in several rows of the pool is ranked once, by its best-scoring row.
 """
+import logging
+
 import numpy as np
 
 from metaheac.errors import DataError
-from metaheac.store import check_columns, int_column, is_parquet, parquet_file, read_dataframe, user_arrays, \
-    user_columns
+from metaheac.store import check_columns, is_parquet, parquet_file, read_dataframe, user_arrays, user_columns, \
+    user_id_values
+
+logger = logging.getLogger(__name__)
 
 
 class Pool:
@@ -55,36 +60,53 @@ class Pool:
             start += len(frame)
 
     def chunks(self, chunk_rows):
-        """Yield (positions [n] int64, user ids [n] int64, user feature ids
-        [n, Fs + W] int32, lengths [n, Fq] int32), validated like any split."""
+        """Yield (positions [n] int64, user ids [n] (int64, uint64 or str, as
+        the pool gives them), user feature ids [n, Fs + W] int32, lengths
+        [n, Fq] int32), validated like any split. Once every chunk is read, a
+        warning counts the user ids found in more than one row."""
+        seen = []
         for start, frame, lists in self._frames(chunk_rows):
             ids, lengths = user_arrays(frame, self.schema, self.path, lists)
-            yield (np.arange(start, start + len(frame), dtype=np.int64),
-                   int_column(frame, self.schema.user_id_col, self.path), ids, lengths)
+            users = user_id_values(frame, self.schema.user_id_col, self.path)
+            seen.append(users)
+            yield np.arange(start, start + len(frame), dtype=np.int64), users, ids, lengths
+        uniq, counts = np.unique(np.concatenate(seen), return_counts=True)
+        repeated = uniq[counts > 1]
+        if repeated.size:
+            logger.warning("%s: column %r: %d user id(s) are in more than one row (e.g. %s); each user is ranked "
+                           "once, by its best-scoring row. Fix: drop the duplicate rows", self.path,
+                           self.schema.user_id_col, repeated.size, repeated[0])
 
 
 class TopK:
-    """The k best candidates seen so far, ties to the earlier pool position,
-    so the ranking does not depend on how the pool was chunked."""
+    """The k best users seen so far, ties to the earlier pool position, so
+    the ranking does not depend on how the pool was chunked. A user id seen
+    in several rows counts once, with its best row (the earliest of equal
+    scores); user ids keep their dtype (int64, uint64 or str)."""
 
     def __init__(self, k):
         self.k = k
         self.scores = np.zeros(0, np.float32)
         self.positions = np.zeros(0, np.int64)
-        self.user_ids = np.zeros(0, np.int64)
+        self.user_ids = None  # the pool's ids, in the dtype of its first chunk
 
     def add(self, scores, positions, user_ids):
         self.scores = np.concatenate([self.scores, scores])
         self.positions = np.concatenate([self.positions, positions])
-        self.user_ids = np.concatenate([self.user_ids, user_ids])
+        user_ids = np.asarray(user_ids)
+        self.user_ids = user_ids if self.user_ids is None else np.concatenate([self.user_ids, user_ids])
         if self.scores.size > 2 * self.k:  # prune now and then: sorting costs more than the copies
             self._keep(self.k)
 
     def _keep(self, k):
-        order = np.lexsort((self.positions, -self.scores))[:k]
+        order = np.lexsort((self.positions, -self.scores))
+        _, first = np.unique(self.user_ids[order], return_index=True)  # each user's best row
+        order = order[np.sort(first)][:k]
         self.scores, self.positions, self.user_ids = self.scores[order], self.positions[order], self.user_ids[order]
 
     def ranked(self):
-        """(scores, user ids) of the top k, best first."""
+        """(scores, user ids) of the top k users, best first."""
+        if self.user_ids is None:
+            return self.scores, np.zeros(0, np.int64)
         self._keep(self.k)
         return self.scores, self.user_ids

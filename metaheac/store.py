@@ -11,7 +11,7 @@ The cache lives next to the data (``.metaheac_cache/``) or, if that directory
 is read-only, in ``runner.cache_dir`` / ``~/.cache/metaheac``. It is keyed by
 the source's size and mtime and the schema signature, so a changed source or
 schema is detected and converted again. The arrays load with
-``allow_pickle=False``.
+``allow_pickle=False``: string user ids are stored as a numpy unicode array.
 """
 import gc
 import hashlib
@@ -28,7 +28,7 @@ from metaheac.files import atomic_dir
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: user ids and campaign ids keep their type (uint64, strings)
 DATA_SUFFIXES = (".pkl", ".parquet")  # the formats of a split: pickled DataFrame, Parquet
 _ARRAYS = ("ids", "lengths", "labels", "aids", "source_rows", "user_ids", "has_uid", "task_aids",
            "task_offsets")
@@ -65,12 +65,12 @@ class TaskStore:
     ids      [N, C] int32   raw per-field ids in schema column order
     lengths  [N, Fq] int32  sequence lengths
     labels   [N] float32    NaN for candidates nobody labelled
-    aids     [N] int64      campaign of each row (sorted)
+    aids     [N] int64      campaign of each row (sorted); uint64 for an unsigned column
     source_rows [N] int64   row position in the source DataFrame
-    user_ids [N] int64      the user id column (schema.user_id_col) if the data
-                            has an integer one, else source_rows; has_uid [1]
-                            says which
-    task_aids [T] int64, task_offsets [T+1] int64: campaign t is rows
+    user_ids [N]            the user id column (schema.user_id_col) as given:
+                            int64, uint64 or str (numpy 'U'); without that
+                            column, source_rows; has_uid [1] says which
+    task_aids [T] (as aids), task_offsets [T+1] int64: campaign t is rows
     task_offsets[t]:task_offsets[t+1]
     """
 
@@ -130,9 +130,13 @@ class _CompactUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_dataframe(path):
+_PICKLES_NAMED = set()  # the pickles whose trust warning this process has logged
+
+
+def read_dataframe(path, warn_pickle=True):
     """A processed split as a pandas DataFrame: a pickle (which runs code on
-    load: trusted files only) or a Parquet file (list columns as Parquet lists)."""
+    load: trusted files only; a warning says so once per file, unless
+    warn_pickle is False) or a Parquet file (list columns as Parquet lists)."""
     import pandas as pd
 
     if not os.path.isfile(path):
@@ -141,6 +145,11 @@ def read_dataframe(path):
         raise DataError(f"{path}: file is empty; regenerate or re-download it")
     if is_parquet(path):
         return parquet_file(path).read().to_pandas()
+    if warn_pickle and os.path.abspath(path) not in _PICKLES_NAMED:
+        _PICKLES_NAMED.add(os.path.abspath(path))
+        logger.warning("%s: a pickle runs any code it holds when loaded: use only files you trust, and take data "
+                       "from elsewhere as Parquet (python tools/convert.py %s %s)", path, path,
+                       os.path.splitext(path)[0] + ".parquet")
     gc_was_on = gc.isenabled()
     gc.disable()  # unpickling makes millions of array objects (one per list cell); collecting while it runs
     try:          # only rescans them (measured: 24 s -> 10 s for a 500k-user pool)
@@ -186,7 +195,7 @@ def _fail(path, col, problem, fix, row=None):
 
 def int_column(df, col, path):
     """Column `col` as int64 ids, or a DataError naming the first bad row."""
-    values = df[col].to_numpy()
+    values = _column(df, col, path).to_numpy()
     if values.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
@@ -197,9 +206,64 @@ def int_column(df, col, path):
     return values.astype(np.int64)
 
 
+def _column(df, col, path):
+    """df[col], a DataError when the name is given to several columns."""
+    if not df.columns.duplicated().any():
+        return df[col]
+    count = int((df.columns == col).sum())
+    if count > 1:
+        _fail(path, col, f"{count} columns have this name", "drop or rename the duplicates")
+    return df[col]
+
+
+def campaign_ids(df, col, path):
+    """The campaign id column: int64, or uint64 for an unsigned one (ids
+    above 2^63 stay as given); a DataError naming the first bad row."""
+    values = _column(df, col, path).to_numpy()
+    return values.astype(np.uint64) if values.dtype.kind == "u" else int_column(df, col, path)
+
+
+def user_id_values(df, col, path):
+    """The user id column as given: int64 (signed), uint64 (unsigned, any
+    width) or str (strings, as a numpy 'U' array); a DataError naming the
+    first missing or non-integer (float) id."""
+    import pandas as pd
+
+    series = _column(df, col, path)
+    missing = np.flatnonzero(series.isna().to_numpy())
+    if missing.size:
+        _fail(path, col, f"{missing.size} missing (NaN or empty) user id(s)",
+              "fill or drop those rows: audiences name every user by this column", df.index[missing[0]])
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return series.to_numpy(dtype=np.int64)
+    if pd.api.types.is_unsigned_integer_dtype(dtype):
+        return series.to_numpy(dtype=np.uint64)
+    if pd.api.types.is_integer_dtype(dtype):
+        return series.to_numpy(dtype=np.int64)
+    if pd.api.types.is_float_dtype(dtype):
+        values = series.to_numpy(dtype=np.float64)
+        bad = np.flatnonzero((values != np.round(values)) | (np.abs(values) >= 2.0**63))
+        if bad.size:
+            _fail(path, col, f"{bad.size} user id(s) that are not integers (e.g. {values[bad[0]]!r})",
+                  "store user ids as integers or strings", df.index[bad[0]])
+        return values.astype(np.int64)
+    values = series.to_numpy()
+    if values.dtype == object and isinstance(values[0], bytes):
+        return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values], dtype=str)
+    return np.asarray(series.astype(str).to_numpy(), dtype=str)
+
+
 def _check_range(values, vocab, path, col, index):
     """values [N] or [N, W]: every id must be in [0, vocab)."""
-    bad = (values < 0) | (values >= vocab)
+    negative = values < 0
+    if negative.any():
+        rows = np.flatnonzero(negative if values.ndim == 1 else negative.any(axis=1))
+        _fail(path, col, f"{int(negative.sum())} negative id(s) (e.g. {values[negative][0]}) outside [0, {vocab - 1}]: ids "
+              f"count from 0",
+              f"re-encode the ids into [0, {vocab - 1}] (a missing value such as -1 needs an id of its own, and "
+              f"the vocabulary one more row)", index[rows[0]])
+    bad = values >= vocab
     if bad.any():
         rows = np.flatnonzero(bad if values.ndim == 1 else bad.any(axis=1))
         example = values[bad][0]
@@ -212,7 +276,7 @@ def _sequence_column(df, field, path, lists=None):
     if lists and field.name in lists:  # already [n, width] (read from Arrow)
         arr = lists[field.name]
     else:
-        arr = _stack_cells(df[field.name].to_numpy(), field, path)
+        arr = _stack_cells(_column(df, field.name, path).to_numpy(), field, path)
     if arr.ndim != 2 or arr.shape[1] != field.width:
         _fail(path, field.name, f"list cells have shape {arr.shape[1:]}, expected ({field.width},)",
               f"pad/truncate lists to width {field.width} or set this field's width in the config")
@@ -240,6 +304,10 @@ def check_columns(df_columns, needed, path):
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}. Fix: add them, or adjust the feature "
                         f"schema (hyper_parameters.features / max_idxs) to the columns present")
+    names = list(df_columns)
+    twice = [c for c in dict.fromkeys(needed) if names.count(c) > 1]
+    if twice:
+        _fail(path, twice[0], f"{names.count(twice[0])} columns have this name", "drop or rename the duplicates")
 
 
 def _unlabelled(path, schema):
@@ -283,11 +351,12 @@ def user_arrays(df, schema, path, lists=None):
     return ids, lengths
 
 
-def user_id_array(df, schema):
-    """(the data's integer user ids [n] or row positions, whether they are the data's)."""
-    has_uid = schema.user_id_col in df.columns and df[schema.user_id_col].dtype.kind in "iu"
-    return (df[schema.user_id_col].to_numpy().astype(np.int64) if has_uid
-            else np.arange(len(df), dtype=np.int64)), has_uid
+def user_id_array(df, schema, path):
+    """(the data's user ids [n] as given (user_id_values), or row positions
+    when it has no user id column; whether they are the data's)."""
+    if schema.user_id_col in df.columns:
+        return user_id_values(df, schema.user_id_col, path), True
+    return np.arange(len(df), dtype=np.int64), False
 
 
 def convert_frame(df, schema, path, labelled=True):
@@ -298,7 +367,7 @@ def convert_frame(df, schema, path, labelled=True):
         [f.name for f in schema.data_ad]
     if labelled and schema.label_col not in df.columns and all(c in df.columns for c in needed[1:]):
         raise _unlabelled(path, schema)
-    check_columns(df.columns, needed, path)
+    check_columns(df.columns, needed + [c for c in [schema.user_id_col] if c in df.columns], path)
     n = len(df)
     if n == 0:
         raise DataError(f"{path}: no rows. Fix: point the config at a non-empty split")
@@ -313,7 +382,7 @@ def convert_frame(df, schema, path, labelled=True):
                   index[bad[0]])
     else:
         labels = np.full(n, np.nan)
-    aids = int_column(df, schema.task_col, path)
+    aids = campaign_ids(df, schema.task_col, path)
 
     user_feature_ids, lengths = user_arrays(df, schema, path)
     ids = np.empty((n, schema.num_id_cols), dtype=np.int32)
@@ -325,7 +394,7 @@ def convert_frame(df, schema, path, labelled=True):
         ids[:, col] = v
         col += 1
 
-    user_ids, has_uid = user_id_array(df, schema)
+    user_ids, has_uid = user_id_array(df, schema, path)
 
     order = np.argsort(aids, kind="stable")
     aids = aids[order]
@@ -334,7 +403,7 @@ def convert_frame(df, schema, path, labelled=True):
         "ids": ids[order], "lengths": lengths[order],
         "labels": labels[order].astype(np.float32), "aids": aids,
         "source_rows": order.astype(np.int64), "user_ids": user_ids[order],
-        "has_uid": np.array([has_uid], dtype=np.int8), "task_aids": task_aids.astype(np.int64),
+        "has_uid": np.array([has_uid], dtype=np.int8), "task_aids": task_aids,
         "task_offsets": np.append(starts, n).astype(np.int64),
     }
 

@@ -112,7 +112,8 @@ def test_resume_from_model_init_path(trained):
     meta_validation = state.pop("meta_validation")  # the resumed epoch's own checks (config.yaml holds some out)
     assert meta_validation["checks"] >= 2 and meta_validation["best_meta_step"] in (20, 40, 42)
     assert state == {"epoch": 3, "complete": True, "meta_batches_done": 42, "run_id": earlier["run_id"],
-                     "trained_ad_rows": earlier["trained_ad_rows"]}  # the same run, resumed, on the same campaigns
+                     "trained_ad_rows": earlier["trained_ad_rows"],
+                     "features": earlier["features"]}  # the same run, resumed, on the same campaigns and schema
 
 
 def test_bad_override_fails_cleanly(trained):

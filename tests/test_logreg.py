@@ -9,7 +9,7 @@ CS = (0.003, 0.03, 0.3, 1.0)
 
 
 def seed_like(n, rng):
-    """x [n, p] as combine.user_features builds it, with its fields [p]: two
+    """x [n, p] as features.user_features builds it, with its fields [p]: two
     small static fields, a sequence field (up to 3 ids, each 1/length) and
     a large static field whose ids are mostly in one row alone."""
     vocab = (2, 5, 30, 20 * n)

@@ -39,7 +39,7 @@ def convert(src, dst, rows_per_group=65536):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = read_dataframe(src)
+    frame = read_dataframe(src, warn_pickle=False)  # converting it is what the warning advises
     if frame.columns.duplicated().any():
         raise DataError(f"{src}: duplicate column names; Parquet needs unique ones")
     names = [str(c) for c in frame.columns]

@@ -47,6 +47,7 @@ def _outputs(out, campaigns):
 
 def expand(config, args):
     t0 = time.time()
+    report.claim_out(args.out)  # writable, nothing of others' in it: found before any work
     distributed.start(config)
     learned, ckpt = load_epoch(config, build_network(config), args.epoch)
     schema = learned.net.schema
@@ -69,16 +70,16 @@ def expand(config, args):
         if progress.due(done):
             log.info("scored %s users x %d campaign(s)", progress.status(done, "users"), len(campaigns))
 
-    summary = []
+    summary, audiences = [], {}
     for c in campaigns:
         scores, users = c["top"].ranked()
-        report.write_csv(files[c["aid"]], report.ranked_audience(scores, users, scores.size), schema.user_id_col)
+        audiences[files[c["aid"]]] = report.ranked_audience(scores, users, scores.size)
         summary.append({"aid": c["aid"], "seed_rows": int(c["labels"].size), "seed_positives": int(c["labels"].sum()),
                         "adaptation": c["adapted"].method, "adapted": c["adapted"].describe(),
                         "pool_users": pool.size, "audience_size": int(scores.size),
                         "cutoff_score": float(scores[-1]), "file": files[c["aid"]]})
-    if summary_file:
-        report.write_csv(summary_file, {key: [row[key] for row in summary] for key in summary[0]})
+    report.write_expanded(args.out, audiences, {key: [row[key] for row in summary] for key in summary[0]},
+                          schema.user_id_col)  # whole or not at all
     log.info("ranked %d users for %d campaign(s), kept the top %d each, wrote %s in %.1fs", pool.size,
              len(campaigns), k, summary_file or files[campaigns[0]["aid"]], time.time() - t0)
     return summary

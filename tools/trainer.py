@@ -33,7 +33,7 @@ from metaheac.learned import Learned  # noqa: E402
 from metaheac.metrics import auc, mean_defined  # noqa: E402
 from tools.utils import distributed, runtime  # noqa: E402
 from tools.utils.checkpoint import INTERRUPTED, LOCK, check_one_run, checkpoint_runs, describe_runs, \
-    load_checkpoint, new_run_id, read_state, save_checkpoint  # noqa: E402
+    load_checkpoint, new_run_id, read_state, refuse_nonfinite, save_checkpoint  # noqa: E402
 from tools.utils.prefetch import prefetch  # noqa: E402
 from tools.utils.progress import Progress, duration  # noqa: E402
 from tools.utils.plots import draw_training  # noqa: E402
@@ -76,6 +76,13 @@ class Validation:
     def __init__(self, run):
         # PaddleRec's readers, and this one with no campaign held out, have none
         self.tasks = getattr(run.dataset, "validation_tasks", lambda: [])()
+        if self.tasks and not _rankable(self.tasks):
+            self.tasks = []
+            run.dataset.restore_validation()
+            log.warning("meta-validation off: the query rows of every held-out campaign are of one class, so GAUC "
+                        "is undefined; training on all %d campaigns, each checkpoint holds its epoch's last step",
+                        len(run.dataset.tasks))
+        _warn_one_class(run.dataset)
         self.interval = META_VAL_INTERVAL
         self.patience = run.config["runner.meta_val_patience"]
         self.curve = []  # [(meta-step of this run, GAUC)]
@@ -111,7 +118,13 @@ class Validation:
 
     @contextlib.contextmanager
     def best_in_model(self, model):
-        """The best parameters in `model` for the duration (a checkpoint), then the current ones back."""
+        """The best parameters in `model` for the duration (a checkpoint), then the current ones back
+        (the current ones stay when no check had a GAUC)."""
+        if self.best_params is None:
+            log.warning("meta-validation has had no GAUC yet (every check undefined): the checkpoint holds the "
+                        "last step")
+            yield
+            return
         current = {n: p.numpy().copy() for n, p in model.named_parameters()}
         for n, p in model.named_parameters():
             p.set_value(self.best_params[n])
@@ -120,6 +133,36 @@ class Validation:
         finally:
             for n, p in model.named_parameters():
                 p.set_value(current[n])
+
+
+def _rankable(tasks):
+    """Whether any held-out campaign (support, query) has query labels of both classes."""
+    return any(np.unique(query["labels"]).size > 1 for _, query in tasks)
+
+
+def _warn_one_class(dataset):
+    """A warning when every label of the training data is the same: the network learns nothing to rank by."""
+    stores = getattr(dataset, "stores", [])  # PaddleRec's readers: not known
+    classes = np.unique(np.concatenate([np.unique(s.labels) for s in stores])) if stores else []
+    if len(classes) == 1:
+        log.warning("every label of the training data (%s) is %g: the network learns no ranking, and AUC is "
+                    "undefined on such data; train on labels of both classes for audiences that mean anything",
+                    ", ".join(os.path.basename(s.source) for s in stores), classes[0])
+
+
+def _diverged(validation, last_loss, config):
+    """The one line for a run that diverged, or None: its last epoch's mean
+    loss is over twice the log 2 of scoring every user 0.5 and, with
+    meta-validation, the step its checkpoints keep ranks no better than chance."""
+    if not (math.isfinite(last_loss) and last_loss > 2 * math.log(2)):
+        return None
+    if validation and validation.curve and not validation.best <= 0.5:
+        return None  # the checkpoints keep a step that ranks: they are usable
+    kept = f"meta-validation's best GAUC {validation.best:.4f} is no better than chance, " if validation else ""
+    return (f"{config['runner.model_save_path']}: the run diverged: {kept}the last epoch's mean loss {last_loss:.2f} "
+            f"is over twice the 0.69 of scoring every user 0.5, so its checkpoints rank at random. Lower "
+            f"hyper_parameters.optimizer.global_learning_rate ({config['hyper_parameters.optimizer.global_learning_rate']:g}) "
+            f"or local_lr and train again")
 
 
 class Run:
@@ -180,6 +223,7 @@ class Run:
 
     def save(self, name, epoch, complete, done, extra=None):
         root = self.config["runner.model_save_path"]
+        refuse_nonfinite(os.path.join(root, str(name)), self.model, self.optimizer)  # every rank: the same values
         if self.rank > 0:  # rank 0 alone writes
             return os.path.join(root, str(name))
         try:
@@ -365,6 +409,9 @@ def train(config):
                 break
     took = time.perf_counter() - run_start
     last = epoch_losses[-1] if epoch_losses else float("nan")
+    diverged = _diverged(validation, last, config)
+    if diverged:
+        raise FloatingPointError(diverged)
     best = (f"; kept meta-step {validation.best_step} of {len(step_losses)} (meta-validation GAUC "
             f"{validation.best:.4f})" if validation else "")
     log.info("training finished: %d epochs, %d meta-batches, %d samples in %s; final epoch loss %.5f%s; "

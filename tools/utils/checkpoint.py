@@ -67,10 +67,45 @@ def save_state(state, path):
         pickler.dump(arrays)
 
 
+def schema_fields(schema):
+    """[[name, group, vocab_size, width], ...] of a FeatureSchema's fields in
+    model order (crosses included): what a checkpoint's tables are laid out by."""
+    return [[f.name, f.group, int(f.vocab_size), int(f.width)] for f in schema.fields]
+
+
+def _nonfinite(state):
+    """The first floating-point tensor or array of a state dict holding NaN or inf, or None."""
+    for key, value in state.items():
+        if isinstance(value, paddle.Tensor):
+            if paddle.is_floating_point(value) and not bool(paddle.isfinite(value).all()):
+                return key
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            return key
+    return None
+
+
+def refuse_nonfinite(target, model, optimizer):
+    """A FloatingPointError naming the checkpoint `target` when a parameter or
+    Adam's state holds NaN or inf: such a checkpoint is never written."""
+    for what, values in (("parameter", model.state_dict()),
+                         ("Adam state", optimizer.state_dict() if optimizer is not None else {})):
+        bad = _nonfinite(values)
+        if bad is not None:
+            raise FloatingPointError(
+                f"{target}: not written: {what} {bad!r} holds NaN or inf (the run diverged); the earlier "
+                f"checkpoints are intact. Lower hyper_parameters.optimizer.global_learning_rate or local_lr, "
+                f"then train again or resume from the last checkpoint (-o runner.model_init_path)")
+
+
 def save_checkpoint(root, name, model, optimizer, config, state=None, groups=None):
     """<root>/<name>/, written aside and swapped in whole: the network's and
-    the optimizer's state, the resolved config, state.json and the group
-    regressions (when fitted)."""
+    the optimizer's state, the resolved config, state.json (with the feature
+    schema) and the group regressions (when fitted); nothing when a value is
+    not finite (refuse_nonfinite)."""
+    target = os.path.join(root, str(name))
+    refuse_nonfinite(target, model, optimizer)
+    state = {**(state or {}), "features": schema_fields(model.schema)}
+
     def fill(tmp):
         save_state(model.state_dict(), os.path.join(tmp, PARAMS))
         if groups is not None:
@@ -80,9 +115,9 @@ def save_checkpoint(root, name, model, optimizer, config, state=None, groups=Non
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(resolved_yaml(config))
         with open(os.path.join(tmp, STATE), "w", encoding="utf-8") as f:
-            json.dump(state or {}, f)
+            json.dump(state, f)
 
-    return atomic_dir(os.path.join(root, str(name)), fill)
+    return atomic_dir(target, fill)
 
 
 def read_state(params_path):
@@ -97,6 +132,31 @@ def read_state(params_path):
         raise DataError(f"{path}: not valid JSON; delete it to load the checkpoint without resume "
                         f"information, or train again") from None
     return state if isinstance(state, dict) and "epoch" in state else None
+
+
+def _saved_features(params_path):
+    """The feature schema recorded in the state.json beside a rec.pdparams
+    (schema_fields), or None (older checkpoints, PaddleRec's)."""
+    try:
+        with open(os.path.join(os.path.dirname(params_path), STATE), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return state.get("features") if isinstance(state, dict) else None
+
+
+def _schema_difference(saved, own):
+    """How the feature schema `own` differs from a checkpoint's `saved` (schema_fields), in words; None if alike."""
+    if saved == own:
+        return None
+    describe = lambda f: f"{f[0]!r} ({f[1]}, vocab_size {f[2]}{f', width ' + str(f[3]) if f[1] == 'sequence' else ''})"  # noqa: E731
+    at = next((i for i, (a, b) in enumerate(zip(saved, own)) if a != b), min(len(saved), len(own)))
+    if sorted(map(tuple, saved)) == sorted(map(tuple, own)):
+        return (f"the same features in another order: field {at} is {own[at][0]!r} in this config, "
+                f"{saved[at][0]!r} in the checkpoint (its order: {', '.join(f[0] for f in saved)})")
+    if at < min(len(saved), len(own)):
+        return f"field {at} is {describe(own[at])} in this config, {describe(saved[at])} in the checkpoint"
+    return f"this config has {len(own)} fields, the checkpoint {len(saved)}"
 
 
 def checkpoint_runs(root):
@@ -187,6 +247,11 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{key}: no checkpoint at {file}; train first "
                                 f"(python tools/trainer.py -m <config>) or fix the path")
+    saved_features = _saved_features(file)
+    difference = saved_features and _schema_difference(saved_features, schema_fields(model.schema))
+    if difference:
+        raise DataError(f"{file}: trained on another feature schema: {difference}. Fix: use the config saved "
+                        f"beside the checkpoint ({os.path.join(os.path.dirname(file), 'config.yaml')})")
     state = _load(file)
     # a checkpoint of the release that kept the group regressions as network buffers
     buffers = {k: state.pop(k) for k in ("pooled_w", "pooled_b", "pooled_size") if k in state}
@@ -200,6 +265,10 @@ def load_checkpoint(path, model, optimizer=None, key="checkpoint"):
                             f"the model built from this config expects {list(value.shape)}; check embed_dim, "
                             f"mlp_dims, num_expert, num_output and the vocabulary sizes (the config it was "
                             f"trained with is saved beside it)")
+    bad = _nonfinite({name: state[name] for name in own})
+    if bad is not None:
+        raise DataError(f"{file}: parameter {bad!r} holds NaN or inf: the run that wrote it diverged; use another "
+                        f"epoch's checkpoint or train again with a lower learning rate")
     model.set_state_dict(state)
     trained = (read_state(file) or {}).get("trained_ad_rows")  # PaddleRec's trainer does not say: any id
     groups = campaign_groups.load(os.path.dirname(file), model.schema)

@@ -150,7 +150,8 @@ def run_cli(parser, job, argv=None):
     try:
         config = load_config(args.config_yaml, args.opt)
         return job(config, args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, FloatingPointError) as exc:
+        # FloatingPointError: a NaN loss or parameters, a diverged run (tools/trainer.py), said in one line too
         logger.error("%s%s", rank_prefix(), exc)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
     except KeyboardInterrupt:
