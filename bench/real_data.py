@@ -63,15 +63,18 @@ Tasks (REAL_TASKS; each has its own seed, so its own random split of movies):
               negatives drawn at random.
   real-liked  positive = rated >= 4 (not rated, or rated < 4: negative).
               Hot: >= 100 likers (163 movies qualify); cold: 15-39 likers
-              (259 qualify); 30 / 40 drawn; training as above (>= 10 likers).
-  heldout-real-time  a temporal split. Cutoff: the CUTOFF_QUANTILE = 0.4
-              quantile of the rating times (1997-11-29). Only the 419 users
+              (278 qualify); 30 / 40 drawn; training as above (>= 10 likers).
+  heldout-real-time  a temporal split. Cutoff: the 0.4 quantile (REAL_TASKS
+              temporal=0.4) of the rating times (1997-11-29). Only the 419 users
               with a rating before the cutoff exist at the cutoff: every
               campaign's rows are those users; history features from their
               pre-cutoff ratings only. A test campaign's rows leave out the
               users who rated the movie before the cutoff (they have seen
               it: nobody would target them); positive = rated it after the
-              cutoff. Hot: >= 20 such raters, cold: 10-14; 30 / 40 drawn.
+              cutoff. Hot: >= 20 such raters (53 movies qualify), cold:
+              10-14 (138 qualify); 30 / 40 drawn. Only 134 of the 419 users
+              rate anything after the cutoff, so a test campaign has ~280-420
+              rows and 10-40 positives: the noisiest member.
               Training campaigns: the other movies, positive = rated before
               the cutoff (>= 10 raters), built from pre-cutoff ratings only.
               Why 0.4 and not 0.8: after the 80th percentile only 109 of the
