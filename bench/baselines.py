@@ -4,7 +4,7 @@ seeds (test_stage1) only and ranking its candidates (test_stage2).
     python bench/baselines.py --data DIR [-o key=value ...] [--methods logreg-bag,centroid,activity,logreg-mean]
 
 Every scorer is scored exactly as infer.py scores the network
-(tools/utils/metrics.py through bench/accuracy.py's evaluate_scorer: AUC of
+(metaheac/metrics.py through bench/accuracy.py's evaluate_scorer: AUC of
 all candidates pooled, GAUC = mean per-campaign AUC, top-5% precision and
 recall). Features are generic over the package's FeatureSchema
 (metaheac.schema.schema_from_config), so the same baselines run on the
@@ -180,7 +180,7 @@ def run(data_dir, schema, seed, methods=METHODS, splits=("test_hot", "test_cold"
 
 def main(argv=None):
     from metaheac.schema import schema_from_config
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="dataset dir with test_hot/ and test_cold/")

@@ -57,7 +57,7 @@ import baselines  # noqa: E402
 import real_data  # noqa: E402
 
 SPLITS = ("test_hot", "test_cold")
-ADAPTATIONS = (("MetaHeac wide_cv", "wide_cv"), ("MetaHeac finetune", "finetune"))
+ADAPTATIONS = (("MetaHeac mixture", "mixture"), ("MetaHeac finetune", "finetune"))
 DEFAULT_MEMBERS = tuple(real_data.REAL_TASKS)
 _start = time.perf_counter()
 
@@ -107,7 +107,7 @@ def run_cli(cmd, what):
 
 def run_networks(member, data_dir, config_path, opts, run_dir, seed, reuse):
     """{method: {split: {summary, campaigns}}} of both adaptations, with train / infer seconds."""
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     epochs = load_config(config_path, opts, cwd=ROOT)["runner.epochs"]
     last = epochs - 1
@@ -202,7 +202,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from metaheac.schema import schema_from_config
-    from tools.utils.config import load_config
+    from tools.utils.yaml_config import load_config
 
     try:
         rows, raw = [], {}

@@ -284,8 +284,8 @@ def test_logreg_bag_by_hand(tiny):
 
 
 def test_scorers_scored_as_infer_scores(tiny):
-    """baselines.run's numbers are tools/utils/metrics' AUC of the scores, per campaign."""
-    from tools.utils import metrics
+    """baselines.run's numbers are metaheac/metrics' AUC of the scores, per campaign."""
+    from metaheac import metrics
 
     schema, frame = tiny
     from accuracy import evaluate_scorer
